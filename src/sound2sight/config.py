@@ -1,0 +1,289 @@
+"""Dataclass configs.
+
+Defaults live here, one comment per field.  An experiment YAML holds only what
+differs from them; ``--set a.b=v`` overrides one value.  An unknown key or a value of
+the wrong type raises :class:`ConfigError` naming the key.
+
+>>> cfg = load_config(overrides=["audio.n_mels=80", "classifier.arch=vgg"])
+>>> cfg.audio.n_mels, cfg.classifier.arch
+(80, 'vgg')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "AudioConfig",
+    "DataConfig",
+    "ClassifierConfig",
+    "TrainConfig",
+    "TuneConfig",
+    "ImageConfig",
+    "AlignConfig",
+    "GANConfig",
+    "PipelineConfig",
+    "Config",
+    "ConfigError",
+    "load_config",
+    "config_to_dict",
+    "config_from_dict",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A bad config key or value; the message names the key."""
+
+
+@dataclass
+class AudioConfig:
+    sample_rate: int = 16000  # Hz every clip is resampled to
+    duration: float = 3.0  # seconds after trimming; shorter clips are zero-padded, longer centre-cropped
+    n_fft: int = 512  # STFT size (samples)
+    win_length: int = 400  # analysis window (samples, 25 ms at 16 kHz)
+    hop_length: int = 160  # hop (samples, 10 ms at 16 kHz)
+    n_mels: int = 64  # Mel bands
+    fmin: float = 50.0  # lowest Mel edge (Hz)
+    fmax: float = 8000.0  # highest Mel edge (Hz)
+    top_db: float = 30.0  # silence-trim threshold below the clip's peak (dB)
+    target_rms: float = 0.1  # RMS the voiced part is scaled to (-20 dBFS)
+    silence_rms: float = 1e-4  # clips whose raw RMS is below this are "no speech detected"
+    max_seconds: float = 600.0  # longest file accepted by the loader (s)
+
+
+@dataclass
+class DataConfig:
+    audio_root: str = ""  # speech corpus folder (RAVDESS/CREMA-D/TESS/SAVEE subfolders, or folder-per-label)
+    audio_format: str = "auto"  # auto | ravdess | crema_d | tess | savee | folder
+    art_root: str = ""  # artwork folder (folder-per-label) or the folder a labels CSV is relative to
+    art_labels: str = ""  # optional image,label CSV (relative paths resolve against art_root)
+    folds_csv: str = ""  # optional corpus,speaker,fold CSV; empty = folds assigned by speaker hash
+    n_folds: int = 5  # speaker folds
+    test_fold: int = 0  # fold held out as test for a single-run split
+    val_fraction: float = 0.15  # share of the training speakers used for validation / early stopping
+    label_overrides: dict[str, str] = field(default_factory=dict)  # raw label -> emotion ("" drops it)
+    cache_dir: str = ""  # feature cache; empty = $SOUND2SIGHT_CACHE or ~/.cache/sound2sight
+    workers: int = 0  # preprocessing processes; 0 = one per CPU core
+
+
+@dataclass
+class ClassifierConfig:
+    arch: str = "resnet"  # vgg | resnet | crnn (see models/emotion.py)
+    width: int = 32  # channels of the first conv stage
+    depth: int = 3  # conv stages
+    dropout: float = 0.3  # dropout before the classifier
+    embed_dim: int = 128  # penultimate embedding size
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30  # maximum epochs
+    batch_size: int = 64  # clips per step
+    lr: float = 2e-3  # AdamW learning rate
+    weight_decay: float = 1e-3  # AdamW weight decay
+    patience: int = 6  # early-stopping patience (epochs without val macro-F1 gain)
+    class_weighted: bool = True  # inverse-frequency class weights in the loss
+    spec_augment: bool = True  # SpecAugment time and frequency masks
+    freq_mask: int = 8  # widest frequency mask (Mel bands)
+    time_mask: int = 30  # widest time mask (frames)
+    mixup: float = 0.0  # mixup Beta(alpha, alpha); 0 disables
+    gain_db: float = 0.0  # random gain perturbation range (+/- dB, on log-Mels)
+    num_workers: int = 0  # DataLoader workers
+
+
+@dataclass
+class TuneConfig:
+    n_trials: int = 20  # Optuna trials
+    epochs: int = 12  # epochs per trial
+    storage: str = ""  # Optuna storage URL; empty = sqlite:///<run>/tune/study.db
+    study_name: str = "sound2sight-ser"  # shared name lets several machines join one study
+
+
+@dataclass
+class ImageConfig:
+    image_size: int = 224  # EfficientNet input side (pixels)
+    batch_size: int = 32  # images per forward pass
+    max_pixels: int = 50_000_000  # decompression-bomb guard (width * height)
+
+
+@dataclass
+class AlignConfig:
+    dim: int = 128  # shared-space dimension
+    hidden: int = 256  # projection-head hidden width
+    epochs: int = 40  # training epochs
+    batch_per_class: int = 32  # samples per emotion per modality in each class-balanced batch
+    lr: float = 1e-3  # AdamW learning rate
+    temperature: float = 0.1  # contrastive temperature
+    steps_per_epoch: int = 50  # class-balanced batches per epoch
+
+
+@dataclass
+class GANConfig:
+    resolution: int = 64  # output side: 64 or 128
+    z_dim: int = 128  # noise size
+    g_ch: int = 32  # generator base width
+    d_ch: int = 32  # discriminator base width
+    steps: int = 2000  # generator steps
+    batch_size: int = 32  # images per step
+    lr_g: float = 1e-4  # generator Adam lr (TTUR: smaller than D's)
+    lr_d: float = 4e-4  # discriminator Adam lr
+    ema: float = 0.999  # EMA decay of the sampling generator
+    diffaugment: str = "color,translation,cutout"  # DiffAugment policy; empty disables
+    condition: str = "audio"  # audio: pair paintings with audio embeddings of their emotion; image: own embedding
+    sample_every: int = 250  # steps between fixed-noise sample grids
+    ckpt_every: int = 250  # steps between checkpoints
+
+
+@dataclass
+class PipelineConfig:
+    n_images: int = 4  # generated images per call
+    k_neighbours: int = 8  # nearest real artworks returned
+    window_seconds: float = 3.0  # long recordings are cut into windows of this length
+    hop_seconds: float = 1.5  # hop between windows
+
+
+@dataclass
+class Config:
+    seed: int = 0  # one seed per entry point
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    gan: GANConfig = field(default_factory=GANConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return _from_dict(tp, value, prefix=key + ".")
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _check_value(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: {value!r} matches none of {tp}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return origin(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is str and value is None:
+        return ""
+    if tp in (int, float, str) and not isinstance(value, tp):
+        if tp is str and isinstance(value, (int, float)):
+            return str(value)
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type, data: dict, *, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]!s} (valid keys under "
+            f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(names))})"
+        )
+    kwargs = {k: _check_value(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict | None) -> Config:
+    """Build a :class:`Config` from a (partial) nested mapping, checking every key."""
+    return _from_dict(Config, data or {})
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """The full nested mapping of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def _set_nested(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict | None = None,
+) -> Config:
+    """Defaults, then ``base``, then the YAML at ``path``, then ``key=value`` overrides.
+
+    Parameters
+    ----------
+    path : str | Path | None
+        A YAML file holding only the values that differ from the defaults.
+    overrides : sequence of str
+        ``"a.b=value"`` strings; values are parsed as YAML scalars.
+    base : dict | None
+        A partial mapping applied before the file (e.g. a run's saved config).
+    """
+    data: dict = dict(base or {})
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config file must hold a mapping")
+        data = _deep_merge(data, loaded)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        _set_nested(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return config_from_dict(data)
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically)."""
+    from sound2sight.io import atomic_write_text
+
+    return atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
