@@ -46,7 +46,9 @@ class ConfigError(ValueError):
 @dataclass
 class AudioConfig:
     sample_rate: int = 16000  # Hz every clip is resampled to
-    duration: float = 3.0  # seconds after trimming; shorter clips are zero-padded, longer centre-cropped
+    duration: float = (
+        3.0  # seconds after trimming; shorter clips are zero-padded, longer centre-cropped
+    )
     n_fft: int = 512  # STFT size (samples)
     win_length: int = 400  # analysis window (samples, 25 ms at 16 kHz)
     hop_length: int = 160  # hop (samples, 10 ms at 16 kHz)
@@ -61,15 +63,23 @@ class AudioConfig:
 
 @dataclass
 class DataConfig:
-    audio_root: str = ""  # speech corpus folder (RAVDESS/CREMA-D/TESS/SAVEE subfolders, or folder-per-label)
+    audio_root: str = (
+        ""  # speech corpus folder (RAVDESS/CREMA-D/TESS/SAVEE subfolders, or folder-per-label)
+    )
     audio_format: str = "auto"  # auto | ravdess | crema_d | tess | savee | folder
-    art_root: str = ""  # artwork folder (folder-per-label) or the folder a labels CSV is relative to
+    art_root: str = (
+        ""  # artwork folder (folder-per-label) or the folder a labels CSV is relative to
+    )
     art_labels: str = ""  # optional image,label CSV (relative paths resolve against art_root)
     folds_csv: str = ""  # optional corpus,speaker,fold CSV; empty = folds assigned by speaker hash
     n_folds: int = 5  # speaker folds
     test_fold: int = 0  # fold held out as test for a single-run split
-    val_fraction: float = 0.15  # share of the training speakers used for validation / early stopping
-    label_overrides: dict[str, str] = field(default_factory=dict)  # raw label -> emotion ("" drops it)
+    val_fraction: float = (
+        0.15  # share of the training speakers used for validation / early stopping
+    )
+    label_overrides: dict[str, str] = field(
+        default_factory=dict
+    )  # raw label -> emotion ("" drops it)
     cache_dir: str = ""  # feature cache; empty = $SOUND2SIGHT_CACHE or ~/.cache/sound2sight
     workers: int = 0  # preprocessing processes; 0 = one per CPU core
 
@@ -77,7 +87,7 @@ class DataConfig:
 @dataclass
 class ClassifierConfig:
     arch: str = "resnet"  # vgg | resnet | crnn (see models/emotion.py)
-    width: int = 32  # channels of the first conv stage
+    width: int = 16  # channels of the first conv stage (16: ~16 MMAC per 3 s clip)
     depth: int = 3  # conv stages
     dropout: float = 0.3  # dropout before the classifier
     embed_dim: int = 128  # penultimate embedding size
@@ -85,7 +95,7 @@ class ClassifierConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30  # maximum epochs
+    epochs: int = 20  # maximum epochs (cosine LR schedule over this many)
     batch_size: int = 64  # clips per step
     lr: float = 2e-3  # AdamW learning rate
     weight_decay: float = 1e-3  # AdamW weight decay
@@ -95,7 +105,10 @@ class TrainConfig:
     freq_mask: int = 8  # widest frequency mask (Mel bands)
     time_mask: int = 30  # widest time mask (frames)
     mixup: float = 0.0  # mixup Beta(alpha, alpha); 0 disables
-    gain_db: float = 0.0  # random gain perturbation range (+/- dB, on log-Mels)
+    gain_db: float = 0.0  # random spectral tilt across the Mel bands, +/- dB (10 dB = 1 unit of the standardised log-Mel)
+    crop_frames: int = (
+        0  # random time crop of each training clip (frames; 0 = whole clip); also a time shift
+    )
     num_workers: int = 0  # DataLoader workers
 
 
@@ -112,6 +125,8 @@ class ImageConfig:
     image_size: int = 224  # EfficientNet input side (pixels)
     batch_size: int = 32  # images per forward pass
     max_pixels: int = 50_000_000  # decompression-bomb guard (width * height)
+    num_workers: int = 2  # image-decoding threads, overlapped with the forward pass
+    unlabelled: bool = False  # also extract features of unlabelled paintings (label "")
 
 
 @dataclass
@@ -123,6 +138,12 @@ class AlignConfig:
     lr: float = 1e-3  # AdamW learning rate
     temperature: float = 0.1  # contrastive temperature
     steps_per_epoch: int = 50  # class-balanced batches per epoch
+    weight_decay: float = 1e-4  # AdamW weight decay
+    dropout: float = 0.2  # dropout on the standardised head inputs and hidden layer
+    cross_weight: float = 1.0  # weight of the cross-modal contrastive term (within-modal has 1)
+    prototype_weight: float = 0.0  # weight of the learnable class-anchor loss; 0 disables
+    patience: int = 8  # early-stopping patience (epochs without val retrieval top-1 gain)
+    map_points: int = 240  # points per modality in the t-SNE embedding map; 0 skips the map
 
 
 @dataclass
@@ -140,6 +161,12 @@ class GANConfig:
     condition: str = "audio"  # audio: pair paintings with audio embeddings of their emotion; image: own embedding
     sample_every: int = 250  # steps between fixed-noise sample grids
     ckpt_every: int = 250  # steps between checkpoints
+    cond_dim: int = 128  # condition size (the shared-space dimension)
+    d_steps: int = 1  # discriminator updates per generator step
+    balanced: bool = True  # class-balanced sampling of labelled paintings (audio condition)
+    fd_samples: int = (
+        256  # images scored by FD-EffNet at each checkpoint to pick best; 0 = best is last
+    )
 
 
 @dataclass

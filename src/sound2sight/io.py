@@ -86,5 +86,7 @@ def safe_torch_load(path: str | os.PathLike, *, map_location: str = "cpu") -> An
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a safe, loadable checkpoint ({exc.__class__.__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else 'empty'})") from exc
+        raise ValueError(
+            f"{path}: not a safe, loadable checkpoint ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'empty'})"
+        ) from exc

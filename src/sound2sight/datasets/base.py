@@ -103,7 +103,13 @@ def read_manifest(path: str | os.PathLike, kind: type = AudioItem) -> list:
         if missing:
             raise ValueError(f"{path}: manifest lacks column(s) {sorted(missing)}")
         out.append(
-            kind(**{k: int(v) if types[k] in ("int", int) else v for k, v in row.items() if k in types})
+            kind(
+                **{
+                    k: int(v) if types[k] in ("int", int) else v
+                    for k, v in row.items()
+                    if k in types
+                }
+            )
         )
     return out
 

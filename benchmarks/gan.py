@@ -1,0 +1,168 @@
+"""GAN benchmark: train (or load) the conditional GAN on the WikiArt paintings and score it.
+
+Usage::
+
+    python benchmarks/gan.py --source-run RUN --run /tmp/gan_bench/run --steps 600
+    python benchmarks/gan.py --run RUN --steps 600 --no-ablation   # RUN already has data/ + align/
+
+``--source-run`` names a run directory that already holds the stages the GAN reads
+(``data/art_manifest.csv``, ``align/best.pt``, ``align/audio_embeddings.npz``,
+``image/features.npz``); they are copied into ``--run`` (the source is never written).
+Without it, ``--run`` must hold them already.
+
+1. The main arm (EMA + DiffAugment, ``gan.condition`` as configured) trains for
+   ``--steps`` generator steps, or resumes/loads when ``gan/last.pt`` exists.
+2. The ablation arm trains the same model for the same steps without EMA
+   (``gan.ema=0``: sampling uses the raw generator) and without DiffAugment.
+3. Each arm is scored by :func:`sound2sight.gan_metrics.evaluate_gan` (held-out
+   projected audio embeddings as conditions) and the table is printed with the training
+   cost.  Writes ``benchmarks/results/gan.json``.
+
+On a shared 2-core CPU, one torch thread per process is much faster than two
+(``--threads``, default 1): the OpenMP workers otherwise spin against other jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from sound2sight.config import load_config
+from sound2sight.io import atomic_write_json
+
+log = logging.getLogger("sound2sight.benchmarks.gan")
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "gan.json"
+INPUTS = (
+    "data/art_manifest.csv",
+    "align/best.pt",
+    "align/audio_embeddings.npz",
+    "image/features.npz",
+)
+
+
+def stage_inputs(source: Path | None, run: Path) -> None:
+    """Copy the upstream stages the GAN reads from ``source`` into ``run`` (if given)."""
+    for rel in INPUTS:
+        dst = run / rel
+        if source is not None and not dst.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / rel, dst)
+        if not dst.is_file() and rel != "image/features.npz":
+            raise SystemExit(f"{dst}: missing; pass --source-run with the align stage done")
+
+
+def run_arm(name: str, run: Path, overrides: list[str], args) -> dict:
+    """Train (or resume) one arm and evaluate its last checkpoint."""
+    from sound2sight.gan_metrics import evaluate_gan
+    from sound2sight.train.gan import train_gan
+
+    cfg = load_config(
+        overrides=[
+            f"seed={args.seed}",
+            f"device={args.device}",
+            f"data.cache_dir={args.cache}",
+            *overrides,
+        ]
+    )
+    t0 = time.perf_counter()
+    train = train_gan(cfg, run)
+    t1 = time.perf_counter()
+    metrics = evaluate_gan(
+        cfg, run, n_per_class=args.n_per_class, n_fd=args.n_fd, checkpoint="last"
+    )
+    log.info("%s: trained in %.0f s, evaluated in %.0f s", name, t1 - t0, time.perf_counter() - t1)
+    return {
+        "overrides": overrides,
+        "train": train,
+        "metrics": metrics,
+        "eval_seconds": round(time.perf_counter() - t1, 1),
+    }
+
+
+def _row(name: str, arm: dict) -> str:
+    m, t = arm["metrics"], arm["train"]
+    cg, cr = m["consistency"]["generated"], m["consistency"]["real_heldout"]
+    per = " ".join(f"{e[:3]} {v:.2f}" for e, v in cg["k1"]["per_class"].items())
+    return (
+        f"{name:<22} {t['steps']:>5} {t['wall_seconds']:>7.0f} {t['device']:>5} | "
+        f"{cg['k1']['balanced']:.3f} {cg['k5']['balanced']:.3f} ({per}) | "
+        f"real {cr['k1']['balanced']:.3f} {cr['k5']['balanced']:.3f} | "
+        f"probe {m['probe']['generated']['balanced']:.3f} "
+        f"(real {m['probe']['real_heldout']['balanced']:.3f}) | "
+        f"FD {m['fd_effnet']['generated']:.1f} (real {m['fd_effnet']['real_heldout']:.1f}) "
+        f"KID {m['kid']['generated']['mean']:.4f} | div {m['diversity']['mean_ratio']:.2f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", type=Path, default=Path("/tmp/gan_bench/run"))
+    p.add_argument("--source-run", type=Path, default=None)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--g-ch", type=int, default=16)
+    p.add_argument("--d-ch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--condition", choices=["audio", "image"], default="audio")
+    p.add_argument("--n-per-class", type=int, default=100)
+    p.add_argument("--n-fd", type=int, default=500)
+    p.add_argument("--no-ablation", action="store_true")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cache", default="/tmp/gan_bench/cache")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], help="extra gan.* overrides, k=v")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    base = [
+        f"gan.steps={args.steps}",
+        f"gan.g_ch={args.g_ch}",
+        f"gan.d_ch={args.d_ch}",
+        f"gan.batch_size={args.batch}",
+        f"gan.condition={args.condition}",
+        "gan.fd_samples=0",
+        f"gan.ckpt_every={max(50, args.steps // 4)}",
+        f"gan.sample_every={max(50, args.steps // 6)}",
+        *args.set,
+    ]
+    arms = {"ema+diffaugment": (args.run, base)}
+    if not args.no_ablation:
+        arms["no ema, no diffaugment"] = (
+            args.run.parent / (args.run.name + "_ablation"),
+            [*base, "gan.ema=0.0", "gan.diffaugment="],
+        )
+    results = {}
+    for name, (run, overrides) in arms.items():
+        stage_inputs(args.source_run or (args.run if run != args.run else None), run)
+        results[name] = run_arm(name, run, overrides, args)
+    print(
+        f"\n{'arm':<22} {'steps':>5} {'wall_s':>7} {'dev':>5} | consistency k1 k5 (per class k1)"
+        " | real held-out k1 k5 | probe | FD-EffNet, KID | diversity ratio"
+    )
+    for name, arm in results.items():
+        print(_row(name, arm))
+    out = {
+        "threads": args.threads,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "arms": results,
+    }
+    if len(results) == 2:
+        fds = [a["metrics"]["fd_effnet"]["generated"] for a in results.values()]
+        out["fd_reduction_ema_diffaugment"] = 1 - fds[0] / fds[1]
+        print(
+            f"\nEMA + DiffAugment change FD-EffNet by {-100 * out['fd_reduction_ema_diffaugment']:+.1f}%"
+            f" ({fds[1]:.1f} -> {fds[0]:.1f})"
+        )
+    atomic_write_json(RESULTS, out)
+    print(f"wrote {RESULTS}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

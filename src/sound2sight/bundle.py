@@ -1,0 +1,147 @@
+"""Load the inference parts of a run, and export them as a small self-contained bundle.
+
+A *run directory* holds the training outputs (``classifier/best.pt``,
+``align/best.pt``, ``align/gallery.npz``, ``gan/best.pt``).  A *bundle* holds only what
+inference needs: ``bundle.json`` (resolved config and shapes), the three networks as
+safetensors, and the gallery (embeddings, labels, file names, 64x64 thumbnails).
+Both load through :func:`load_parts`; neither path unpickles anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import yaml
+
+from sound2sight.config import Config, config_from_dict, config_to_dict
+from sound2sight.io import atomic_write_bytes, atomic_write_json
+
+__all__ = ["load_parts", "export", "BUNDLE_FORMAT"]
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "sound2sight-bundle/1"
+_NETS = ("classifier", "joint", "generator")
+
+
+def _run_config(run_dir: Path, classifier_audio) -> Config:
+    saved = run_dir / "config.yaml"
+    data = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
+    cfg = config_from_dict(data or {})
+    cfg.audio = classifier_audio  # the front end must match the classifier's weights
+    return cfg
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing ({what}); train that stage first")
+    return path
+
+
+def load_parts(path: str | Path, *, device: str = "cpu") -> dict:
+    """``{cfg, classifier, joint, generator, gallery}`` from a run directory or a bundle."""
+    from sound2sight.models.emotion import load_classifier
+    from sound2sight.models.gan import load_generator
+    from sound2sight.models.heads import load_joint_space
+    from sound2sight.retrieval import Gallery
+
+    path = Path(path)
+    if (path / "bundle.json").is_file():
+        return _load_bundle(path)
+    classifier, audio_cfg = load_classifier(_need(path / "classifier" / "best.pt", "classifier"))
+    joint = load_joint_space(_need(path / "align" / "best.pt", "shared space"))
+    generator, _ = load_generator(_need(path / "gan" / "best.pt", "GAN"))
+    gallery = Gallery.load(_need(path / "align" / "gallery.npz", "artwork gallery"))
+    return {
+        "cfg": _run_config(path, audio_cfg),
+        "classifier": classifier,
+        "joint": joint,
+        "generator": generator,
+        "gallery": gallery,
+    }
+
+
+def _load_bundle(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    from sound2sight.models.emotion import build_classifier
+    from sound2sight.models.gan import Generator
+    from sound2sight.models.heads import JointSpace
+    from sound2sight.retrieval import Gallery
+
+    meta = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"{path}/bundle.json: unknown bundle format {meta.get('format')!r}")
+    cfg = config_from_dict(meta["config"])
+    classifier = build_classifier(cfg.classifier, n_mels=cfg.audio.n_mels)
+    j = meta["joint"]
+    joint = JointSpace(
+        audio_dim=j["audio_dim"], image_dim=j["image_dim"], cfg=cfg.align, n_classes=j["n_classes"]
+    )
+    generator = Generator(cfg.gan)
+    for name, net in zip(_NETS, (classifier, joint, generator), strict=True):
+        net.load_state_dict(load_file(str(_need(path / f"{name}.safetensors", name))))
+        net.eval()
+    return {
+        "cfg": cfg,
+        "classifier": classifier,
+        "joint": joint,
+        "generator": generator.requires_grad_(False),
+        "gallery": Gallery.load(_need(path / "gallery.npz", "artwork gallery")),
+    }
+
+
+def export(run_dir: Path, out_dir: Path) -> Path:
+    """Write a bundle of ``run_dir`` into ``out_dir``; return ``out_dir``.
+
+    File names in the gallery are reduced to their base names (the bundle travels
+    without the training data; the thumbnails show the pictures).
+    """
+    from safetensors.torch import save_file
+
+    from sound2sight.retrieval import Gallery
+
+    parts = load_parts(run_dir)
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    cfg: Config = parts["cfg"]
+    # the bundle's config carries the generator's and heads' training configs
+    from sound2sight.io import safe_torch_load
+
+    cfg.gan = config_from_dict(safe_torch_load(run_dir / "gan" / "best.pt")["config"]).gan
+    joint = parts["joint"]
+    cfg.align = joint.cfg
+    classifier_state = safe_torch_load(run_dir / "classifier" / "best.pt")
+    cfg.classifier = config_from_dict(classifier_state["config"]).classifier
+    for name in _NETS:
+        state = {k: v.detach().contiguous().clone() for k, v in parts[name].state_dict().items()}
+        save_file(state, str(tmp / f"{name}.safetensors"))
+    g: Gallery = parts["gallery"]
+    Gallery([Path(str(p)).name for p in g.paths], g.labels, g.embeddings, g.thumbnails).save(
+        tmp / "gallery.npz"
+    )
+    atomic_write_json(
+        tmp / "bundle.json",
+        {
+            "format": BUNDLE_FORMAT,
+            "config": config_to_dict(cfg),
+            "joint": {k: v for k, v in joint.checkpoint_meta().items() if k != "align"},
+            "labels": list(dataclasses.asdict(cfg).get("labels", [])) or ["angry", "happy", "sad"],
+        },
+    )
+    atomic_write_bytes(
+        tmp / "README.txt",
+        b"sound2sight bundle: load with "
+        b"Sound2Sight.from_run(<this folder>) or `sound2sight serve --run <folder>`.\n",
+    )
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    log.info("exported %s -> %s", run_dir, out_dir)
+    return out_dir

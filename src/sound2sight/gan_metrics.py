@@ -1,0 +1,399 @@
+"""GAN metrics in EfficientNet-Lite0 feature space, and the GAN stage's evaluation.
+
+Generated and real images go through the same frozen EfficientNet-Lite0 at 224 px;
+real paintings are first resized to the GAN's resolution so both sides carry the same
+blur.  Metrics:
+
+- **emotion consistency**: a k-NN vote (cosine, k = 1 and 5) among real labelled
+  paintings names an emotion for each generated image; the share that matches the
+  intended emotion, per class and class-balanced.  The same on held-out real paintings
+  is the ceiling the data allows, and a balanced logistic-regression probe trained on
+  real features is applied to both;
+- **FD-EffNet**: Fréchet distance between Gaussian fits of the 1280-d features (this is
+  not FID, which is defined on Inception-v3 features);
+- **KID**: unbiased MMD² with the cubic polynomial kernel, averaged over subsets;
+- **diversity**: mean pairwise feature distance inside each class, generated vs real.
+
+>>> rng = np.random.default_rng(0)
+>>> x, y = rng.normal(size=(500, 8)), rng.normal(size=(500, 8))  # one distribution, two samples
+>>> round(frechet_distance(x, x), 6), round(kid(x, y)["mean"], 2)
+(0.0, 0.0)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "frechet_distance",
+    "kid",
+    "knn_vote",
+    "consistency",
+    "mean_pairwise_distance",
+    "diversity",
+    "probe_consistency",
+    "effnet_features",
+    "cached_real_features",
+    "evaluate_gan",
+]
+
+log = logging.getLogger(__name__)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """``|mu_a - mu_b|² + tr(S_a + S_b - 2 (S_a S_b)^½)`` between two feature sets (N, F).
+
+    ``tr (S_a S_b)^½`` is computed exactly without a matrix square root: it is the sum
+    of the singular values of ``A Bᵀ / sqrt((n_a - 1)(n_b - 1))`` (centred sets ``A``,
+    ``B``) when a set is smaller than the feature size, else the sum of the square roots
+    of the eigenvalues of ``S_a^½ S_b S_a^½``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> round(frechet_distance(rng.normal(0, 1, (4000, 2)), rng.normal(1, 1, (4000, 2))), 1)
+    2.0
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    A, B = a - mu_a, b - mu_b  # (n_a, F), (n_b, F)
+    na, nb, d = len(a), len(b), a.shape[1]
+    tr_a, tr_b = (A**2).sum() / (na - 1), (B**2).sum() / (nb - 1)
+    if min(na, nb) <= d:
+        tr_sqrt = np.linalg.svd(A @ B.T, compute_uv=False).sum() / np.sqrt((na - 1) * (nb - 1))
+    else:
+        w, v = np.linalg.eigh(A.T @ A / (na - 1))
+        root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # S_a^½
+        m = root_a @ (B.T @ B / (nb - 1)) @ root_a
+        tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    fd = ((mu_a - mu_b) ** 2).sum() + tr_a + tr_b - 2 * tr_sqrt
+    return float(max(fd, 0.0))
+
+
+def kid(
+    a: np.ndarray, b: np.ndarray, *, subsets: int = 50, subset_size: int = 500, seed: int = 0
+) -> dict:
+    """Kernel Inception-style distance in any feature space: unbiased MMD², kernel (x.y/d + 1)³.
+
+    Returns ``{"mean", "std", "subset_size", "subsets"}``; ``subset_size`` is capped by the
+    smaller set.  Subsets are drawn independently from each set, so ``kid(x, x)`` is
+    slightly negative (shared rows inflate the cross term); two samples of one
+    distribution give ≈ 0.
+
+    >>> rng = np.random.default_rng(1)
+    >>> kid(rng.normal(0, 1, (300, 4)), rng.normal(2, 1, (300, 4)))["mean"] > 1
+    True
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    m = min(subset_size, len(a), len(b))
+    d = a.shape[1]
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(subsets):
+        x, y = a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]
+        kxx, kyy, kxy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
+        off = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        vals.append(off - 2 * kxy.mean())
+    return {
+        "mean": float(np.mean(vals)),
+        "std": float(np.std(vals)),
+        "subset_size": m,
+        "subsets": subsets,
+    }
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def knn_vote(
+    queries: np.ndarray,
+    reference: np.ndarray,
+    reference_labels: np.ndarray,
+    *,
+    k: int,
+    exclude_self: bool = False,
+) -> np.ndarray:
+    """Majority label of each query's ``k`` nearest references (cosine); ties go to the nearer.
+
+    >>> ref = np.array([[1.0, 0], [0.9, 0.1], [0, 1]])
+    >>> knn_vote(np.array([[1.0, 0.05]]), ref, np.array([0, 0, 1]), k=3).tolist()
+    [0]
+    """
+    q, r = _unit(queries), _unit(reference)
+    labels = np.asarray(reference_labels, dtype=np.int64)
+    n_cls = int(labels.max()) + 1
+    out = np.empty(len(q), dtype=np.int64)
+    for s in range(0, len(q), 1024):
+        sims = q[s : s + 1024] @ r.T  # (c, R)
+        if exclude_self:
+            sims[np.arange(len(sims)), s + np.arange(len(sims))] = -np.inf
+        top = np.argsort(-sims, axis=1)[:, :k]  # (c, k), nearest first
+        votes = np.zeros((len(top), n_cls))
+        for rank in range(top.shape[1]):  # a small rank bonus breaks ties toward the nearer
+            np.add.at(votes, (np.arange(len(top)), labels[top[:, rank]]), 1.0 + 1e-3 / (rank + 1))
+        out[s : s + 1024] = votes.argmax(1)
+    return out
+
+
+def _share(intended: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict:
+    per = {
+        names[c]: float((predicted[intended == c] == c).mean())
+        for c in range(len(names))
+        if (intended == c).any()
+    }
+    return {
+        "per_class": per,
+        "balanced": float(np.mean(list(per.values()))),
+        "accuracy": float((predicted == intended).mean()),
+        "n": int(len(intended)),
+    }
+
+
+def consistency(
+    feats: np.ndarray,
+    intended: np.ndarray,
+    reference: np.ndarray,
+    reference_labels: np.ndarray,
+    *,
+    names: Sequence[str],
+    ks: Sequence[int] = (1, 5),
+    exclude_self: bool = False,
+) -> dict:
+    """Share of images whose k-NN vote among real paintings is the intended emotion.
+
+    >>> ref = np.array([[1.0, 0], [0, 1]]); y = np.array([0, 1])
+    >>> consistency(ref + 0.01, y, ref, y, names=["a", "b"])["k1"]["balanced"]
+    1.0
+    """
+    intended = np.asarray(intended, np.int64)
+    return {
+        f"k{k}": _share(
+            intended,
+            knn_vote(feats, reference, reference_labels, k=k, exclude_self=exclude_self),
+            names,
+        )
+        for k in ks
+    }
+
+
+def probe_consistency(
+    train_feats: np.ndarray,
+    train_labels: np.ndarray,
+    sets: dict[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    names: Sequence[str],
+    c: float = 0.01,
+) -> dict:
+    """A balanced logistic-regression probe fit on real features, scored on each named set."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(
+        StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
+    )
+    probe.fit(train_feats, train_labels)
+    return {k: _share(np.asarray(y), probe.predict(x), names) for k, (x, y) in sets.items()}
+
+
+def mean_pairwise_distance(x: np.ndarray, *, max_n: int = 1000, seed: int = 0) -> float:
+    """Mean Euclidean distance over distinct pairs of rows (a seeded subsample above ``max_n``).
+
+    >>> mean_pairwise_distance(np.array([[0.0, 0], [3, 4]]))
+    5.0
+    """
+    x = np.asarray(x, np.float64)
+    if len(x) > max_n:
+        x = x[np.random.default_rng(seed).choice(len(x), max_n, replace=False)]
+    if len(x) < 2:
+        return float("nan")
+    sq = (x**2).sum(1)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0))  # (N, N)
+    return float(d.sum() / (len(x) * (len(x) - 1)))
+
+
+def diversity(
+    gen: np.ndarray,
+    gen_labels: np.ndarray,
+    real: np.ndarray,
+    real_labels: np.ndarray,
+    *,
+    names: Sequence[str],
+) -> dict:
+    """Intra-class mean pairwise distance of generated vs real features, and their ratio."""
+    out = {}
+    for c, name in enumerate(names):
+        g, r = gen[gen_labels == c], real[real_labels == c]
+        if len(g) > 1 and len(r) > 1:
+            dg, dr = mean_pairwise_distance(g), mean_pairwise_distance(r)
+            out[name] = {"generated": dg, "real": dr, "ratio": dg / dr}
+    ratios = [v["ratio"] for v in out.values()]
+    return {"per_class": out, "mean_ratio": float(np.mean(ratios)) if ratios else float("nan")}
+
+
+@torch.no_grad()
+def effnet_features(
+    model, images: torch.Tensor | np.ndarray, *, batch_size: int = 64, size: int = 224
+) -> np.ndarray:
+    """EfficientNet-Lite0 features of uint8 images ``(N, H, W, 3)`` or ``(N, 3, H, W)``.
+
+    Images are bilinearly resized to ``size`` and normalised as the encoder's weights
+    expect; returns float32 ``(N, 1280)``.
+    """
+    x = torch.as_tensor(images)
+    if x.ndim == 4 and x.shape[-1] == 3 and x.shape[1] != 3:
+        x = x.permute(0, 3, 1, 2)  # (N, 3, H, W)
+    device = next(model.parameters()).device
+    cfg = model.config
+    out = []
+    for s in range(0, len(x), batch_size):
+        b = x[s : s + batch_size].to(device).float()  # (b, 3, H, W) in 0..255
+        if b.shape[-1] != size:
+            b = F.interpolate(b, size=(size, size), mode="bilinear", align_corners=False)
+        b = (b - cfg.pixel_mean) / cfg.pixel_std
+        out.append(model.forward_features(b).float().cpu())  # (b, 1280)
+    return torch.cat(out).numpy() if out else np.zeros((0, cfg.feature_dim), np.float32)
+
+
+def cached_real_features(cfg, model, paths: Sequence[str], images: torch.Tensor) -> np.ndarray:
+    """Features of real paintings already squashed to the GAN's side (uint8 ``(N, 3, R, R)``).
+
+    Cached by file hash and side, so training and evaluation share one extraction.
+    """
+    from sound2sight.cache import FeatureCache, file_sha256
+    from sound2sight.train.common import cache_root
+
+    cache = FeatureCache(cache_root(cfg), namespace=f"gan-effnet-{images.shape[-1]}px")
+    keys = [file_sha256(p) for p in paths]
+    rows = [cache.get(k) for k in keys]
+    todo = [i for i, r in enumerate(rows) if r is None]
+    if todo:
+        log.info("EfficientNet features of %d real paintings at %d px", len(todo), images.shape[-1])
+        feats = effnet_features(model, images[todo])
+        for i, f in zip(todo, feats, strict=True):
+            cache.put(keys[i], f)
+            rows[i] = f
+    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 1280), np.float32)
+
+
+def evaluate_gan(
+    cfg,
+    run_dir,
+    *,
+    n_per_class: int = 100,
+    n_fd: int = 500,
+    checkpoint: str = "best",
+    device: str | None = None,
+) -> dict:
+    """Score the EMA generator of ``run_dir/gan`` and write ``gan/metrics.json`` and grids.
+
+    Images are generated from held-out (``test``, else ``val``) projected audio
+    embeddings, ``n_per_class`` per emotion for consistency and diversity, plus ``n_fd``
+    with the training label mix for FD-EffNet and KID against the real training paintings.
+
+    Parameters
+    ----------
+    cfg : Config
+        ``cfg.seed`` fixes the noise and conditions; the GAN's own config comes from the
+        checkpoint.
+    run_dir : path-like
+        A run directory with ``data/``, ``align/`` and ``gan/{best,last}.pt``.
+    n_per_class, n_fd : int > 0
+        Generated images per emotion; generated images for FD-EffNet/KID.
+    checkpoint : {"best", "last"}
+        Which checkpoint to score.
+    """
+    from pathlib import Path
+
+    from sound2sight.datasets.base import ArtItem, read_manifest
+    from sound2sight.gan_data import audio_bank, load_align, load_art_images, save_grid
+    from sound2sight.io import atomic_write_json, safe_torch_load
+    from sound2sight.labels import EMOTIONS
+    from sound2sight.models.gan import generate, load_generator
+    from sound2sight.models.image import load_image_encoder
+    from sound2sight.train.common import resolve_device
+
+    run_dir, names = Path(run_dir), list(EMOTIONS)
+    dev = resolve_device(device or cfg.device)
+    path = run_dir / "gan" / f"{checkpoint}.pt"
+    G, gcfg = load_generator(path, device=dev)
+    state = safe_torch_load(path)
+    joint, aud = load_align(run_dir)
+    held = "test" if (aud["splits"] == "test").any() else "val"
+    bank = audio_bank(joint, aud, splits=(held,))
+    items = [it for it in read_manifest(run_dir / "data" / "art_manifest.csv", ArtItem) if it.label]
+    images, keep = load_art_images(
+        [it.path for it in items], size=gcfg.resolution, workers=max(1, cfg.image.num_workers)
+    )
+    items = [items[i] for i in keep]
+    y = np.array([names.index(it.label) for it in items])
+    is_train = np.array([it.split == "train" for it in items])
+    model, _ = load_image_encoder(device=dev)
+    real = cached_real_features(cfg, model, [it.path for it in items], images)  # (N, 1280)
+    ref, ref_y, hx, hy = real[is_train], y[is_train], real[~is_train], y[~is_train]
+    classes = [c for c in range(len(names)) if c in bank.index and (ref_y == c).any()]
+    gen = torch.Generator().manual_seed(cfg.seed + 10)
+    intended = torch.tensor(classes).repeat_interleave(n_per_class)
+    imgs = generate(G, bank.sample(intended, generator=gen), generator=gen)  # (N, R, R, 3)
+    gfeat, gy = effnet_features(model, imgs), intended.numpy()
+    freq = np.bincount(ref_y, minlength=len(names))[classes].astype(float)
+    fd_y = torch.tensor(classes)[
+        torch.multinomial(torch.tensor(freq / freq.sum()), n_fd, True, generator=gen)
+    ]
+    fd_feat = effnet_features(model, generate(G, bank.sample(fd_y, generator=gen), generator=gen))
+    metrics = {
+        "checkpoint": str(path),
+        "step": int(state["step"]),
+        "conditions": f"audio:{held}",
+        "resolution": gcfg.resolution,
+        "n_per_class": n_per_class,
+        "n_reference": int(len(ref)),
+        "n_real_heldout": int(len(hx)),
+        "training": {
+            "steps": int(state["step"]),
+            "wall_seconds": float(state["wall_seconds"]),
+            "device": state.get("device", "?"),
+            "condition": gcfg.condition,
+            "ema": gcfg.ema,
+            "diffaugment": gcfg.diffaugment,
+        },
+        "consistency": {
+            "generated": consistency(gfeat, gy, ref, ref_y, names=names),
+            "real_heldout": consistency(hx, hy, ref, ref_y, names=names),
+        },
+        "probe": probe_consistency(
+            ref, ref_y, {"generated": (gfeat, gy), "real_heldout": (hx, hy)}, names=names
+        ),
+        "fd_effnet": {
+            "generated": frechet_distance(fd_feat, ref),
+            "n_generated": n_fd,
+            "real_heldout": frechet_distance(hx, ref) if len(hx) > 2 else None,
+        },
+        "kid": {
+            "generated": kid(fd_feat, ref, seed=cfg.seed),
+            "real_heldout": kid(hx, ref, seed=cfg.seed) if len(hx) > 2 else None,
+        },
+        "diversity": diversity(gfeat, gy, real, y, names=names),
+    }
+    out = run_dir / "gan"
+    for c in classes:
+        save_grid(imgs[gy == c][:32], out / f"grid_{names[c]}.png", cols=8)
+    atomic_write_json(out / "metrics.json", metrics)
+    cg, cr = metrics["consistency"]["generated"], metrics["consistency"]["real_heldout"]
+    log.info(
+        "GAN: consistency k1 %.3f k5 %.3f (real held-out %.3f / %.3f), FD-EffNet %.2f "
+        "(real %.2f), diversity ratio %.2f",
+        cg["k1"]["balanced"],
+        cg["k5"]["balanced"],
+        cr["k1"]["balanced"],
+        cr["k5"]["balanced"],
+        metrics["fd_effnet"]["generated"],
+        metrics["fd_effnet"]["real_heldout"] or float("nan"),
+        metrics["diversity"]["mean_ratio"],
+    )
+    return metrics

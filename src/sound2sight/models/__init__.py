@@ -1,0 +1,1 @@
+"""Model definitions; import from the submodules (``sound2sight.models.image``, ...)."""

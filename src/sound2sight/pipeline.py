@@ -1,0 +1,240 @@
+"""Inference: one object, one ``__call__``.
+
+>>> pipe = Sound2Sight.from_run("runs/demo")          # doctest: +SKIP
+>>> result = pipe("voice.wav", n_images=4, seed=0)     # doctest: +SKIP
+>>> result.emotion, result.embedding.shape, len(result.images)  # doctest: +SKIP
+('sad', (128,), 4)
+
+Long recordings are windowed: silence is trimmed from the ends, then the voiced part
+is cut into ``pipeline.window_seconds`` windows every ``pipeline.hop_seconds`` (the
+last window aligned to the end); each window is RMS-normalised and classified, the
+class probabilities are averaged, and the shared-space embedding is the normalised
+mean of the windows' embeddings.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sound2sight.audio import AudioError, LogMel, decode_audio, preprocess_waveform, trim_silence
+from sound2sight.config import Config
+from sound2sight.labels import EMOTIONS
+
+__all__ = ["Neighbour", "Result", "Sound2Sight", "save_result", "export_bundle"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Neighbour:
+    path: str  # the real artwork's file (as recorded at training time)
+    label: str  # its emotion label
+    score: float  # cosine similarity in the shared space, in [-1, 1]
+    thumbnail: np.ndarray  # (h, w, 3) uint8
+
+
+@dataclass
+class Result:
+    emotion: str  # argmax of ``probabilities``
+    probabilities: dict[str, float]  # emotion -> probability (sums to 1)
+    embedding: np.ndarray  # (128,) unit vector in the shared space
+    images: list[np.ndarray]  # generated paintings, each (H, W, 3) uint8
+    neighbours: list[Neighbour]  # nearest real artworks, best first
+    n_windows: int = 1  # analysis windows pooled
+    timings_ms: dict[str, float] = field(default_factory=dict)  # per-stage wall time
+
+
+class Sound2Sight:
+    """Voice in, emotion + paintings + nearest real artworks out.
+
+    Build it with :meth:`from_run` (a run directory or an exported bundle).
+    """
+
+    def __init__(
+        self, *, cfg: Config, classifier, joint, generator, gallery, device: str = "cpu"
+    ) -> None:
+        from sound2sight.retrieval import NearestArtworks
+
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.classifier = classifier.to(self.device).eval()
+        self.joint = joint.to(self.device).eval()
+        self.generator = generator.to(self.device).eval()
+        self.logmel = LogMel(cfg.audio).to(self.device)
+        self.gallery = gallery
+        self.nearest = NearestArtworks(gallery)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, device: str = "cpu") -> Sound2Sight:
+        """Load every stage from a run directory (or a bundle written by :func:`export_bundle`)."""
+        from sound2sight import bundle
+
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"{run_dir}: no such run directory")
+        return cls(device=device, **bundle.load_parts(run_dir))
+
+    # ---- audio -> windows -> Mels
+    def _waveform(self, audio, sample_rate: int | None) -> np.ndarray:
+        a = self.cfg.audio
+        if isinstance(audio, (bytes, bytearray)):
+            return decode_audio(
+                bytes(audio), name="upload", sample_rate=a.sample_rate, max_seconds=a.max_seconds
+            )
+        if isinstance(audio, (str, Path)):
+            from sound2sight.audio import load_audio
+
+            return load_audio(audio, sample_rate=a.sample_rate, max_seconds=a.max_seconds)
+        wave = np.asarray(audio, dtype=np.float32)
+        if sample_rate is None:
+            raise ValueError("an array input needs sample_rate=")
+        if wave.ndim == 2:  # (n, channels) or (channels, n): downmix along the short axis
+            wave = wave.mean(axis=int(np.argmin(wave.shape)))
+        if not np.isfinite(wave).all():
+            raise AudioError("array: audio contains NaN or infinite samples")
+        if sample_rate != a.sample_rate:
+            import soxr
+
+            wave = soxr.resample(wave, sample_rate, a.sample_rate).astype(np.float32)
+        return wave
+
+    def _windows(self, wave: np.ndarray, name: str) -> np.ndarray:
+        a, p = self.cfg.audio, self.cfg.pipeline
+        if wave.size == 0:
+            raise AudioError(f"{name}: zero-length audio (no samples)")
+        voiced = trim_silence(wave, top_db=a.top_db)
+        win, hop = int(p.window_seconds * a.sample_rate), int(p.hop_seconds * a.sample_rate)
+        if len(voiced) <= win:
+            return preprocess_waveform(wave, a, name=name)[None]  # (1, n)
+        starts = list(range(0, len(voiced) - win + 1, hop))
+        if starts[-1] != len(voiced) - win:
+            starts.append(len(voiced) - win)
+        chunks = []
+        for s in starts:
+            try:
+                chunks.append(preprocess_waveform(voiced[s : s + win], a, name=name))
+            except AudioError:  # a silent window inside a long take is skipped
+                continue
+        if not chunks:
+            raise AudioError(f"{name}: no speech detected (the recording is silent)")
+        return np.stack(chunks)  # (n_windows, n)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        audio,
+        *,
+        sample_rate: int | None = None,
+        n_images: int | None = None,
+        k: int | None = None,
+        seed: int | None = 0,
+        generator: torch.Generator | None = None,
+    ) -> Result:
+        """Classify, embed, paint and find neighbours for one recording.
+
+        Parameters
+        ----------
+        audio : path | bytes | np.ndarray
+            A file path, the encoded bytes of a file, or samples (then ``sample_rate``).
+        n_images : int >= 0
+            Paintings to generate (default ``pipeline.n_images``).
+        k : int >= 0
+            Nearest real artworks to return (default ``pipeline.k_neighbours``).
+        seed : int | None
+            Seeds the noise when ``generator`` is not given.
+        generator : torch.Generator | None
+            Explicit source of randomness for the GAN noise.
+        """
+        t = {"start": time.perf_counter()}
+        name = str(audio) if isinstance(audio, (str, Path)) else "upload"
+        wave = self._waveform(audio, sample_rate)
+        windows = self._windows(wave, name)
+        mel = self.logmel(torch.from_numpy(windows).to(self.device))  # (W, n_mels, T)
+        t["features"] = time.perf_counter()
+        logits = self.classifier(mel)
+        probs = torch.softmax(logits, dim=-1).mean(0)  # (3,)
+        emb = self.classifier.embed(mel)  # (W, embed_dim)
+        t["classify"] = time.perf_counter()
+        z = self.joint.embed_audio(emb).mean(0, keepdim=True)  # (1, 128)
+        z = torch.nn.functional.normalize(z, dim=-1)
+        t["project"] = time.perf_counter()
+        n = self.cfg.pipeline.n_images if n_images is None else n_images
+        images: list[np.ndarray] = []
+        if n > 0:
+            from sound2sight.models.gan import generate
+
+            if generator is None:
+                generator = torch.Generator().manual_seed(0 if seed is None else seed)
+            imgs = generate(self.generator, z.expand(n, -1), generator=generator)
+            images = [np.asarray(im) for im in imgs]
+        t["generate"] = time.perf_counter()
+        k = self.cfg.pipeline.k_neighbours if k is None else k
+        neighbours = []
+        if k > 0:
+            idx, sims = self.nearest.search(z.cpu().numpy(), k=k)  # (1, k), (1, k)
+            g = self.gallery
+            neighbours = [
+                Neighbour(str(g.paths[i]), str(g.labels[i]), float(s), g.thumbnails[i])
+                for i, s in zip(idx[0], sims[0], strict=True)
+            ]
+        t["neighbours"] = time.perf_counter()
+        keys = list(t)
+        timings = {b: (t[b] - t[a]) * 1000 for a, b in zip(keys, keys[1:], strict=False)}
+        timings["total"] = (t[keys[-1]] - t["start"]) * 1000
+        p = probs.cpu().numpy()
+        return Result(
+            emotion=EMOTIONS[int(p.argmax())],
+            probabilities={e: float(v) for e, v in zip(EMOTIONS, p, strict=True)},
+            embedding=z[0].cpu().numpy(),
+            images=images,
+            neighbours=neighbours,
+            n_windows=len(windows),
+            timings_ms=timings,
+        )
+
+
+def save_result(result: Result, out_dir: str | Path, *, name: str = "voice") -> Path:
+    """Write the images, a contact sheet and a JSON summary; return the contact sheet path."""
+    from sound2sight.io import atomic_write_bytes, atomic_write_json
+    from sound2sight.report import contact_sheet
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    files = []
+    for i, img in enumerate(result.images):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        files.append(atomic_write_bytes(out_dir / f"{name}_painted_{i}.png", buf.getvalue()).name)
+    sheet = contact_sheet(result, out_dir / f"{name}_sheet.png")
+    atomic_write_json(
+        out_dir / f"{name}.json",
+        {
+            "emotion": result.emotion,
+            "probabilities": result.probabilities,
+            "images": files,
+            "contact_sheet": sheet.name,
+            "neighbours": [
+                {"path": n.path, "label": n.label, "score": round(n.score, 4)}
+                for n in result.neighbours
+            ],
+            "n_windows": result.n_windows,
+            "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()},
+        },
+    )
+    return sheet
+
+
+def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Export a run as a small self-contained bundle (see :mod:`sound2sight.bundle`)."""
+    from sound2sight import bundle
+
+    return bundle.export(Path(run_dir), Path(out_dir))

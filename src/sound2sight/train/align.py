@@ -1,0 +1,321 @@
+"""The shared-space stage (and, re-exported, the image-feature stage it reads).
+
+``train_align`` trains two projection heads on the frozen classifier embeddings and the
+frozen EfficientNet-Lite0 features (see :mod:`sound2sight.train.features`) with a
+cross-modal supervised contrastive loss over class-balanced batches, stops early on
+validation retrieval top-1, and writes ``align/{best,last}.pt``, ``metrics.json``,
+``embedding_map.png`` and ``gallery.npz``.
+
+>>> train_align(load_config(), "runs/demo")["audio_to_image"]["gallery_all"]["top1"]  # doctest: +SKIP
+0.93
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sound2sight.config import Config
+from sound2sight.io import atomic_write_bytes, atomic_write_json
+from sound2sight.labels import EMOTIONS
+from sound2sight.losses import cross_modal_supcon, prototype_loss
+from sound2sight.models.heads import JointSpace
+from sound2sight.retrieval import Gallery, retrieval_metrics
+from sound2sight.train.common import (
+    Checkpointer,
+    attach_log_file,
+    resolve_device,
+    seed_everything,
+    stage_dir,
+)
+from sound2sight.train.features import (
+    audio_embeddings,
+    extract_image_features,
+    load_npz,
+    make_thumbnails,
+)
+
+__all__ = [
+    "extract_image_features",
+    "balanced_batch",
+    "train_align",
+]
+
+log = logging.getLogger(__name__)
+
+
+def balanced_batch(labels: np.ndarray, *, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices with ``per_class`` draws of every class present in ``labels`` (int (N,)).
+
+    A class with fewer items than ``per_class`` is drawn with replacement, so the
+    160 angry paintings weigh as much per step as the 2,500 happy ones.
+
+    >>> balanced_batch(np.array([0, 0, 0, 1]), per_class=2, rng=np.random.default_rng(0)).shape
+    (4,)
+    """
+    out = []
+    for c in np.unique(labels):
+        pool = np.flatnonzero(labels == c)
+        out.append(rng.choice(pool, per_class, replace=len(pool) < per_class))
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def _embed(fn, x: np.ndarray, device: torch.device) -> np.ndarray:
+    return torch.cat(
+        [
+            fn(torch.from_numpy(c).to(device)).cpu()
+            for c in np.array_split(x, max(1, len(x) // 2048))
+        ]
+    ).numpy()
+
+
+def _index(labels: np.ndarray) -> np.ndarray:
+    lookup = {e: i for i, e in enumerate(EMOTIONS)}
+    return np.array([lookup[str(x)] for x in labels], dtype=np.int64)
+
+
+def _embedding_map(path: Path, za, ya, zi, yi, *, points: int, seed: int) -> None:
+    """t-SNE of a class-balanced subsample: colour = emotion, marker = modality."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    rng = np.random.default_rng(seed)
+    per = max(1, points // len(EMOTIONS))
+    pick = [balanced_batch(y, per_class=min(per, np.bincount(y).max()), rng=rng) for y in (ya, yi)]
+    pick = [np.unique(p) for p in pick]
+    z = np.concatenate([za[pick[0]], zi[pick[1]]])
+    xy = TSNE(
+        2, init="pca", perplexity=min(30, len(z) - 1), max_iter=500, random_state=seed
+    ).fit_transform(z)
+    n_a = len(pick[0])
+    colours = {"angry": "tab:red", "happy": "tab:orange", "sad": "tab:blue"}
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    for m, (sl, ys, name) in enumerate(
+        ((slice(0, n_a), ya[pick[0]], "audio"), (slice(n_a, None), yi[pick[1]], "image"))
+    ):
+        for c, emo in enumerate(EMOTIONS):
+            pts = xy[sl][ys == c]
+            ax.scatter(
+                *pts.T, s=14, c=colours[emo], marker="o^"[m], alpha=0.6, label=f"{emo} ({name})"
+            )
+    ax.set_title("Shared space (t-SNE): colour = emotion, marker = modality")
+    ax.legend(fontsize=7, markerscale=1.2)
+    ax.set_xticks([]), ax.set_yticks([])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@torch.no_grad()
+def _audio_to_image(joint, dev, a_x, a_y, i_x, i_y) -> dict:
+    za = _embed(joint.embed_audio, a_x, dev)
+    return retrieval_metrics(za, a_y, _embed(joint.embed_image, i_x, dev), i_y)
+
+
+def train_align(cfg: Config, run_dir: str | Path, *, resume: bool = True) -> dict:
+    """Train the projection heads; evaluate retrieval on held-out speakers; write the gallery.
+
+    Inputs: ``align/audio_embeddings.npz`` (from :func:`audio_embeddings`) and
+    ``image/features.npz``.  Audio heads train on the manifest's ``train`` split and stop
+    on ``val`` retrieval top-1 (class-balanced, against train+val paintings); the
+    reported numbers use the ``test`` speakers.
+    """
+    run_dir = Path(run_dir)
+    out = stage_dir(run_dir, "align", cfg)
+    handler = attach_log_file(out / "train.log")
+    try:
+        return _train(cfg, run_dir, out, resume=resume)
+    finally:
+        logging.getLogger("sound2sight").removeHandler(handler)
+        handler.close()
+
+
+def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool) -> dict:
+    a = cfg.align
+    seed_everything(cfg.seed)
+    dev = resolve_device(cfg.device)
+    aud = audio_embeddings(cfg, run_dir)
+    feats = load_npz(run_dir / "image" / "features.npz")
+    lab = feats["labels"] != ""
+    img = {k: v[lab] for k, v in feats.items()}  # labelled paintings only
+    ay, iy = _index(aud["labels"]), _index(img["labels"])
+    a_tr, i_tr = aud["splits"] == "train", img["splits"] == "train"
+    a_val = aud["splits"] == "val"
+    i_seen = img["splits"] != "test"  # val gallery: paintings outside the test split
+    a_test = aud["splits"] == "test"
+    if not a_test.any():
+        log.warning("no test speakers in the audio manifest; reporting on val")
+        a_test = a_val
+    joint = JointSpace(audio_dim=aud["embeddings"].shape[1], image_dim=img["feats"].shape[1], cfg=a)
+    joint.audio.set_input_stats(torch.from_numpy(aud["embeddings"][a_tr]))
+    joint.image.set_input_stats(torch.from_numpy(img["feats"][i_tr]))
+    joint.to(dev)
+    opt = torch.optim.AdamW(joint.parameters(), lr=a.lr, weight_decay=a.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=max(1, a.epochs * a.steps_per_epoch)
+    )
+    ckpt = Checkpointer(out, cfg)
+    start, best, best_epoch, bad, history = 0, -math.inf, -1, 0, []
+    state = ckpt.load_last() if resume else None
+    if state is not None:
+        joint.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, best, best_epoch, bad = (
+            state["epoch"] + 1,
+            state["best"],
+            state["best_epoch"],
+            state["bad"],
+        )
+        history = list(state["history"])
+        log.info("resuming align from epoch %d (best val top-1 %.4f)", start, best)
+    xa_tr, ya_tr = torch.from_numpy(aud["embeddings"][a_tr]), torch.from_numpy(ay[a_tr])
+    xi_tr, yi_tr = torch.from_numpy(img["feats"][i_tr]), torch.from_numpy(iy[i_tr])
+    t0 = time.perf_counter()
+    for epoch in range(start, a.epochs):
+        if bad >= a.patience:
+            break
+        rng = np.random.default_rng([cfg.seed, epoch])  # per-epoch seeds make resume exact
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        joint.train()
+        losses = []
+        for _ in tqdm(range(a.steps_per_epoch), desc=f"align {epoch}", leave=False, disable=None):
+            ia = balanced_batch(ya_tr.numpy(), per_class=a.batch_per_class, rng=rng)
+            ii = balanced_batch(yi_tr.numpy(), per_class=a.batch_per_class, rng=rng)
+            za, zi = joint(xa_tr[ia].to(dev), xi_tr[ii].to(dev))
+            ya_b, yi_b = ya_tr[ia].to(dev), yi_tr[ii].to(dev)
+            loss = cross_modal_supcon(
+                za, ya_b, zi, yi_b, temperature=a.temperature, cross_weight=a.cross_weight
+            )
+            if a.prototype_weight > 0:
+                z, y = torch.cat([za, zi]), torch.cat([ya_b, yi_b])
+                loss = loss + a.prototype_weight * prototype_loss(
+                    z, y, joint.prototypes, temperature=a.temperature
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+        joint.eval()
+        val_src = a_val if a_val.any() else a_tr
+        a2i = _audio_to_image(
+            joint, dev, aud["embeddings"][val_src], ay[val_src], img["feats"][i_seen], iy[i_seen]
+        )
+        score = a2i["balanced"]["top1"] + 1e-3 * a2i["balanced"]["mAP"]
+        is_best = score > best
+        if is_best:
+            best, best_epoch, bad = score, epoch, 0
+        else:
+            bad += 1
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)),
+                "val_top1": a2i["top1"],
+                "val_top1_balanced": a2i["balanced"]["top1"],
+                "val_mAP": a2i["mAP"],
+            }
+        )
+        log.info(
+            "epoch %d loss %.4f val top-1 %.4f (balanced %.4f) mAP %.4f%s",
+            epoch,
+            history[-1]["loss"],
+            a2i["top1"],
+            a2i["balanced"]["top1"],
+            a2i["mAP"],
+            " *" if is_best else "",
+        )
+        ckpt.save(
+            {
+                "model": joint.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch,
+                "best": best,
+                "best_epoch": best_epoch,
+                "bad": bad,
+                "history": history,
+                "joint": joint.checkpoint_meta(),
+            },
+            is_best=is_best,
+        )
+    train_seconds = time.perf_counter() - t0
+    joint.load_state_dict(ckpt.load_best()["model"])
+    joint.eval()
+    data = {"aud": aud, "ay": ay, "img": img, "iy": iy, "a_test": a_test}
+    summary = {"best_epoch": best_epoch, "train_seconds": round(train_seconds, 2)}
+    return _report(cfg, run_dir, joint, dev, data, history=history, summary=summary)
+
+
+def _report(cfg, run_dir, joint, dev, data, *, history, summary) -> dict:
+    """Test retrieval, classifier accuracy on the same clips, gallery and embedding map."""
+    out = run_dir / "align"
+    aud, ay, img, iy, a_test = (data[k] for k in ("aud", "ay", "img", "iy", "a_test"))
+    za = _embed(joint.embed_audio, aud["embeddings"][a_test], dev)
+    zi = _embed(joint.embed_image, img["feats"], dev)
+    ya, i_held = ay[a_test], img["splits"] == "test"
+    pred = aud["probs"][a_test].argmax(1)
+    recall = {
+        e: float((pred[ya == c] == c).mean()) for c, e in enumerate(EMOTIONS) if (ya == c).any()
+    }
+    metrics = {
+        "n_test_clips": int(a_test.sum()),
+        "n_test_speakers": len(set(aud["speakers"][a_test].tolist())),
+        "n_gallery": len(zi),
+        **summary,
+        "classifier_on_same_clips": {
+            "accuracy": float((pred == ya).mean()),
+            "balanced_accuracy": float(np.mean(list(recall.values()))),
+            "per_class": recall,
+        },
+        "audio_to_image": {"gallery_all": retrieval_metrics(za, ya, zi, iy)},
+        "image_to_audio": {"queries_all": retrieval_metrics(zi, iy, za, ya)},
+        "history": history,
+        "config": dataclasses.asdict(cfg.align),
+    }
+    if i_held.sum() > 0:
+        metrics["audio_to_image"]["gallery_heldout_art"] = retrieval_metrics(
+            za, ya, zi[i_held], iy[i_held]
+        )
+        metrics["image_to_audio"]["queries_heldout_art"] = retrieval_metrics(
+            zi[i_held], iy[i_held], za, ya
+        )
+    image_metrics = run_dir / "image" / "metrics.json"
+    if image_metrics.is_file():
+        import json
+
+        metrics["real_image_ceiling"] = json.loads(image_metrics.read_text()).get("ceiling")
+    Gallery(
+        img["paths"],
+        img["labels"],
+        zi.astype(np.float32),
+        make_thumbnails(img["paths"], workers=max(1, cfg.image.num_workers)),
+    ).save(out / "gallery.npz")
+    if cfg.align.map_points > 0:
+        _embedding_map(
+            out / "embedding_map.png", za, ya, zi, iy, points=cfg.align.map_points, seed=cfg.seed
+        )
+    atomic_write_json(out / "metrics.json", metrics)
+    r = metrics["audio_to_image"]["gallery_all"]
+    log.info(
+        "test: retrieval top-1 %.4f (classifier %.4f), mAP %.4f, R@5 %.4f",
+        r["top1"],
+        metrics["classifier_on_same_clips"]["accuracy"],
+        r["mAP"],
+        r["recall"]["5"],
+    )
+    return metrics

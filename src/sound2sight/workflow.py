@@ -1,0 +1,100 @@
+"""The whole training chain on one config: prepare -> classifier -> shared space -> GAN -> report.
+
+Each stage reads only the outputs of the stages above it from the run directory, and
+each is skipped when its ``metrics.json`` already exists (``force`` retrains), so an
+interrupted ``train all`` picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sound2sight.config import Config, save_config
+from sound2sight.io import atomic_write_json
+
+__all__ = ["STAGES", "run_stage", "train_all"]
+
+log = logging.getLogger(__name__)
+
+
+def _prepare(cfg: Config, run_dir: Path) -> dict:
+    from sound2sight.prepare import prepare_art, prepare_audio
+
+    return {"audio": prepare_audio(cfg, run_dir), "art": prepare_art(cfg, run_dir)}
+
+
+def _classifier(cfg: Config, run_dir: Path) -> dict:
+    from sound2sight.train.emotion import train_classifier
+
+    return train_classifier(cfg, run_dir)
+
+
+def _image(cfg: Config, run_dir: Path) -> dict:
+    from sound2sight.train.features import extract_image_features
+
+    return extract_image_features(cfg, run_dir)
+
+
+def _align(cfg: Config, run_dir: Path) -> dict:
+    from sound2sight.train.align import train_align
+
+    return train_align(cfg, run_dir)
+
+
+def _gan(cfg: Config, run_dir: Path) -> dict:
+    from sound2sight.train.gan import train_gan
+
+    return train_gan(cfg, run_dir)
+
+
+def _gan_eval(cfg: Config, run_dir: Path) -> dict:
+    from sound2sight.gan_metrics import evaluate_gan
+
+    return evaluate_gan(cfg, run_dir)
+
+
+# name -> (function, file whose presence marks the stage as done)
+STAGES: dict[str, tuple[Callable[[Config, Path], dict], str]] = {
+    "prepare": (_prepare, "data/audio_prepare.json"),
+    "classifier": (_classifier, "classifier/metrics.json"),
+    "image": (_image, "image/metrics.json"),
+    "align": (_align, "align/metrics.json"),
+    "gan": (_gan, "gan/best.pt"),
+    "gan-eval": (_gan_eval, "gan/metrics.json"),
+}
+
+
+def run_stage(name: str, cfg: Config, run_dir: str | Path, *, force: bool = False) -> dict | None:
+    """Run one stage unless its output marker exists (or ``force``); return its summary."""
+    run_dir = Path(run_dir)
+    fn, marker = STAGES[name]
+    if not force and (run_dir / marker).exists():
+        log.info("stage %s: already done (%s exists), skipping", name, marker)
+        return None
+    t0 = time.perf_counter()
+    log.info("stage %s: starting", name)
+    out = fn(cfg, run_dir)
+    log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
+    return out
+
+
+def train_all(cfg: Config, run_dir: str | Path, *, force: bool = False) -> dict:
+    """Run every stage in order, then write ``report.html``; return stage wall times."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    times: dict[str, float] = {}
+    for name in STAGES:
+        t0 = time.perf_counter()
+        run_stage(name, cfg, run_dir, force=force)
+        times[name] = round(time.perf_counter() - t0, 2)
+    from sound2sight.report import write_report
+
+    t0 = time.perf_counter()
+    write_report(run_dir)
+    times["report"] = round(time.perf_counter() - t0, 2)
+    atomic_write_json(run_dir / "timings.json", times)
+    return times
