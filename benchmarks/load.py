@@ -71,6 +71,13 @@ def rss_kb(pid: int) -> dict[str, int]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # ---- clients
 def post(port: int, path: str, body: bytes, headers: dict | None = None) -> int:
     conn = http.client.HTTPConnection(HOST, port, timeout=120)
@@ -183,10 +190,10 @@ def run_mode(args: argparse.Namespace, mode: str, threads: int, wav: bytes, sile
                     with lock:
                         problems.append(f"client {c}: {type(exc).__name__}: {exc}")
 
-        t0 = time.perf_counter()
+        t0, cpu0, load0 = time.perf_counter(), cpu_seconds(proc.pid), os.getloadavg()[0]
         with ThreadPoolExecutor(args.clients) as pool:
             list(pool.map(client, range(args.clients)))
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
         done.set()
         sampler.join()
         conn = http.client.HTTPConnection(HOST, port, timeout=10)
@@ -214,6 +221,8 @@ def run_mode(args: argparse.Namespace, mode: str, threads: int, wav: bytes, sile
         "server_responses": health["served"],
         "latency_ms": percentiles(latencies) if latencies else {},
         "throughput_rps": counts["ok"] / wall,
+        "server_cpu_ms_per_request": 1000 * cpu / max(1, counts["ok"] + counts["malformed_ok"]),
+        "load_average_1min": {"before": load0, "after": os.getloadavg()[0]},
         "wall_s": wall,
         "rss_mb": {
             "after_warmup": rss_warm / 1024,
@@ -272,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_mode(args, mode, int(threads), wav, silent))
     print(
         f"\n{'mode':<14}{'ok':>5}{'bad ok':>7}{'errors':>7}{'p50 ms':>9}{'p95 ms':>9}"
-        f"{'req/s':>7}{'RSS MB warm/end/peak':>24}"
+        f"{'req/s':>7}{'CPU ms/req':>11}{'RSS MB warm/end/peak':>24}"
     )
     for r in rows:
         lat, m = r["latency_ms"], r["rss_mb"]
@@ -280,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['mode'] + ':' + str(r['torch_threads']):<14}{r['paint_ok']:>5}"
             f"{r['malformed_sent_ok']:>7}{r['errors']:>7}{lat.get('p50', float('nan')):>9.1f}"
             f"{lat.get('p95', float('nan')):>9.1f}{r['throughput_rps']:>7.1f}"
+            f"{r['server_cpu_ms_per_request']:>11.1f}"
             f"{m['after_warmup']:>10.0f}/{m['end']:.0f}/{m['peak_hwm']:.0f}"
         )
     for r in rows:

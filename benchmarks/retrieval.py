@@ -138,9 +138,13 @@ def print_table(res: dict) -> None:
     head = f"  {'direction':<13}{'gallery / queries':<22}{'top-1':>7}{'bal.':>7}{'R@5':>7}{'R@10':>7}{'mAP':>7}{'bal.mAP':>8}{'chance':>8}"
     print(head)
     rows = [("audio->image", f"all art ({m['n_gallery']})", m["audio_to_image"]["gallery_all"])]
-    if "gallery_heldout_art" in m["audio_to_image"]:
-        g = m["audio_to_image"]["gallery_heldout_art"]
-        rows.append(("audio->image", f"held-out art ({g['n_gallery']})", g))
+    for key, name in (
+        ("gallery_fit_art", "art the head fit"),
+        ("gallery_heldout_art", "held-out art"),
+    ):
+        if key in m["audio_to_image"]:
+            g = m["audio_to_image"][key]
+            rows.append(("audio->image", f"{name} ({g['n_gallery']})", g))
     rows.append(("image->audio", "all art queries", m["image_to_audio"]["queries_all"]))
     if "queries_heldout_art" in m["image_to_audio"]:
         rows.append(

@@ -166,6 +166,37 @@ def run_baseline(items: list[AudioItem], feats_root: Path, *, folds: list[int]) 
     }
 
 
+def run_fusion(items: list[AudioItem], feats_root: Path, oof_csv: Path) -> dict:
+    """Late fusion: mean of the CNN's out-of-fold probabilities and the SVM's (same folds)."""
+    import csv
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    with open(oof_csv, newline="", encoding="utf-8") as fh:
+        cnn = {r["path"]: [float(r[f"p_{e}"]) for e in EMOTIONS] for r in csv.DictReader(fh)}
+    items = [it for it in items if it.path in cnn]
+    x = egemaps_features(items, feats_root)
+    y = np.array([EMOTIONS.index(it.label) for it in items])
+    fold = np.array([it.fold for it in items])
+    p_svm = np.zeros((len(items), len(EMOTIONS)))
+    for k in sorted(set(fold.tolist())):
+        test = fold == k
+        clf = make_pipeline(
+            StandardScaler(),
+            SVC(kernel="rbf", C=1.0, class_weight="balanced", probability=True, random_state=0),
+        )
+        p_svm[test] = clf.fit(x[~test], y[~test]).predict_proba(x[test])
+    p_cnn = np.array([cnn[it.path] for it in items])
+    corpora = [it.corpus for it in items]
+    return {
+        "si5": summarise(y, (p_cnn + p_svm).argmax(1), corpora),
+        "svm_probability_si5": summarise(y, p_svm.argmax(1), corpora),
+        "folds": sorted(set(fold.tolist())),
+    }
+
+
 # ----------------------------------------------------------------------------- table
 def _fmt(x, spec=".3f") -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
@@ -206,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", default="0,1,2,3,4")
     ap.add_argument("--quick", action="store_true", help="fold 0 only, 2 epochs")
     ap.add_argument(
-        "--only", default="", help="baseline | cnn | seed | tune | tuned | table (default: all)"
+        "--only",
+        default="",
+        help="baseline | cnn | seed | tune | tuned | fusion | table (default: all)",
     )
     ap.add_argument("--trials", type=int, default=8, help="Optuna trials (--only tune)")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
@@ -242,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         tcfg = load_config(overrides=[f"tune.epochs={epochs}", *args.set])
         update("optuna", tune=tune(tcfg, args.runs / "tune", n_trials=args.trials, items=items))
     archs = args.archs.split(",")
+    if args.only == "fusion":  # --archs names result rows whose SI-5 predictions exist
+        for name in archs:
+            oof = args.runs / name / "si5" / "oof_predictions.csv"
+            update(
+                f"{name} + eGeMAPS-SVM fusion", **run_fusion(items, cache_root(load_config()), oof)
+            )
     if args.only == "tuned":  # the best trial's values, on top of the same --set overrides
         best = json.loads((args.runs / "tune" / "tune" / "best.json").read_text())["best_params"]
         archs = [best.pop("arch")]

@@ -63,6 +63,9 @@ def decode_audio(
     max_seconds : float > 0
         Longer inputs are refused before they are decoded.
 
+    A truncated file (e.g. a cut-off MP3) decodes to the samples it still holds; a
+    warning naming the file is logged when fewer frames arrive than its header announces.
+
     Returns
     -------
     np.ndarray, shape (n_samples,), float32
@@ -83,10 +86,13 @@ def _decode(source, *, name: str, sample_rate: int, max_seconds: float) -> np.nd
                 )
             wave = fh.read(dtype="float32", always_2d=True)  # (n_samples, channels)
             sr = fh.samplerate
+            if 0 < wave.shape[0] < fh.frames:
+                log.warning("%s: truncated (%d of %d frames)", name, wave.shape[0], fh.frames)
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(f"{name}: cannot decode audio ({exc})") from exc
+        detail = getattr(exc, "error_string", None) or exc  # no "<_io.BytesIO object at 0x..>"
+        raise AudioError(f"{name}: cannot decode audio ({detail})") from exc
     if wave.shape[0] == 0:
         raise AudioError(f"{name}: zero-length audio (no samples)")
     wave = wave[:, 0] if wave.shape[1] == 1 else wave.mean(axis=1)  # (n_samples,) downmix
@@ -117,7 +123,8 @@ def load_audio(
         raise AudioError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     if empty:
         raise AudioError(f"{path}: empty file (0 bytes)")
-    return _decode(str(path), name=str(path), sample_rate=sample_rate, max_seconds=max_seconds)
+    source = os.fsencode(path) if os.name == "posix" else str(path)  # non-UTF-8 names too
+    return _decode(source, name=str(path), sample_rate=sample_rate, max_seconds=max_seconds)
 
 
 def _frame_rms(wave: np.ndarray, frame: int, hop: int) -> np.ndarray:

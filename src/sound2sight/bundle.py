@@ -73,7 +73,10 @@ def _load_bundle(path: Path) -> dict:
     from sound2sight.models.heads import JointSpace
     from sound2sight.retrieval import Gallery
 
-    meta = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
+    try:
+        meta = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path}/bundle.json: not valid JSON ({exc})") from exc
     if meta.get("format") != BUNDLE_FORMAT:
         raise ValueError(f"{path}/bundle.json: unknown bundle format {meta.get('format')!r}")
     cfg = config_from_dict(meta["config"])
@@ -84,7 +87,12 @@ def _load_bundle(path: Path) -> dict:
     )
     generator = Generator(cfg.gan)
     for name, net in zip(_NETS, (classifier, joint, generator), strict=True):
-        net.load_state_dict(load_file(str(_need(path / f"{name}.safetensors", name))))
+        weights = _need(path / f"{name}.safetensors", name)
+        try:
+            state = load_file(str(weights))
+        except Exception as exc:  # SafetensorError, OSError: corrupt, truncated or not safetensors
+            raise ValueError(f"{weights}: not a readable safetensors file ({exc})") from exc
+        net.load_state_dict(state)
         net.eval()
     return {
         "cfg": cfg,

@@ -3,7 +3,8 @@
 A cached array lives at ``<root>/<namespace>/<kk>/<key>.npy`` where ``key`` is the
 SHA-256 of the source file's bytes and ``namespace`` hashes the preprocessing config,
 so a second run is a hit, a changed file or config is a miss, and renaming a file
-costs nothing.  Writes are atomic.
+costs nothing.  Writes are atomic (temporary file + rename; not fsynced: a damaged
+entry reads as a miss).  Workers are forked on Linux, one per core, torch at one thread.
 
 >>> import tempfile, numpy as np
 >>> c = FeatureCache(tempfile.mkdtemp(), namespace="demo")

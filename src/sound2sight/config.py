@@ -139,10 +139,12 @@ class AlignConfig:
     temperature: float = 0.1  # contrastive temperature
     steps_per_epoch: int = 50  # class-balanced batches per epoch
     weight_decay: float = 1e-4  # AdamW weight decay
-    dropout: float = 0.2  # dropout on the standardised head inputs and hidden layer
+    dropout: float = 0.0  # image head: dropout on the standardised inputs and hidden layer
+    audio_hidden: int = 0  # audio head hidden width; 0 = a linear audio head
+    audio_dropout: float = 0.2  # audio head dropout
     cross_weight: float = 1.0  # weight of the cross-modal contrastive term (within-modal has 1)
     prototype_weight: float = 0.0  # weight of the learnable class-anchor loss; 0 disables
-    patience: int = 8  # early-stopping patience (epochs without val retrieval top-1 gain)
+    patience: int = 8  # early-stopping patience (epochs without val retrieval gain)
     map_points: int = 240  # points per modality in the t-SNE embedding map; 0 skips the map
 
 
@@ -167,6 +169,8 @@ class GANConfig:
     fd_samples: int = (
         256  # images scored by FD-EffNet at each checkpoint to pick best; 0 = best is last
     )
+    eval_per_class: int = 100  # generated images per emotion for consistency and diversity
+    eval_fd: int = 500  # generated images for FD-EffNet and KID
 
 
 @dataclass
@@ -218,6 +222,11 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
         return origin(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected float, got {value!r}") from None
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
@@ -296,7 +305,7 @@ def load_config(
         path = Path(path)
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read config ({exc})") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config file must hold a mapping")

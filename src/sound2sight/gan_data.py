@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 def _read(path: str, size: int) -> np.ndarray | None:
     try:
         with Image.open(path) as img:
+            if img.width * img.height > (Image.MAX_IMAGE_PIXELS or float("inf")):  # not decoded
+                raise ValueError(f"{img.width}x{img.height} pixels (possible decompression bomb)")
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, still >= size
             img = img.convert("RGB")
             if img.size != (size, size):

@@ -43,8 +43,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Atomically write UTF-8 text."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Atomically write UTF-8 text (file names that are not UTF-8 keep their raw bytes)."""
+    return atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -85,8 +85,16 @@ def safe_torch_load(path: str | os.PathLike, *, map_location: str = "cpu") -> An
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise  # their messages already name the file
+    except pickle.UnpicklingError as exc:  # torch's own text suggests weights_only=False: not here
+        why = (str(exc).split("WeightsUnpickler error:", 1)[-1].strip().splitlines() or [""])[0]
         raise ValueError(
-            f"{path}: not a safe, loadable checkpoint ({exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'empty'})"
+            f"{path}: refused to load: the pickle holds more than tensors and plain containers "
+            f"and could run code ({why.split('. Please')[0]})"
+        ) from exc
+    except Exception as exc:  # truncated or corrupt: OSError, IndexError, RuntimeError, ...
+        raise ValueError(
+            f"{path}: not a safe, loadable checkpoint, corrupt or truncated "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else 'empty'})"
         ) from exc

@@ -115,14 +115,14 @@ def prepare_audio(cfg: Config, run_dir: str | os.PathLike) -> dict:
     )
     if not man.items:
         raise ValueError(f"{cfg.data.audio_root}: no labelled audio found (see skipped/dropped)")
+    make_splits(man.items, cfg.data, cfg.seed)  # before the slow part: a bad folds file fails fast
     log.info("manifest: %d clips; building the log-Mel cache", len(man))
     batch, cache = build_mel_cache(
         [it.path for it in man.items], cfg.audio, cache_root(cfg), workers=cfg.data.workers or None
     )
     man.duplicates = find_duplicates(man.items, keys=batch.keys)
     failed = {p for p, _ in batch.failures}
-    man.items = [it for it in man.items if it.path not in failed]
-    make_splits(man.items, cfg.data, cfg.seed)
+    man.items = [it for it in man.items if it.path not in failed]  # splits stay speaker-disjoint
     out = Path(run_dir) / "data"
     manifest_path = write_manifest(man.items, out / "audio_manifest.csv")
     summary = _common(man, "audio", "speaker", t0)

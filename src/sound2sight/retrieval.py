@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,8 +176,11 @@ class Gallery:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Gallery:
         """Read a gallery written by :meth:`save` (no pickles)."""
-        with np.load(path, allow_pickle=False) as z:
-            return cls(z["paths"], z["labels"], z["embeddings"], z["thumbnails"])
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(z["paths"], z["labels"], z["embeddings"], z["thumbnails"])
+        except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path}: not a gallery written by Gallery.save ({exc})") from exc
 
 
 class Neighbour(NamedTuple):

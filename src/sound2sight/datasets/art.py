@@ -62,17 +62,23 @@ def _images(root: Path) -> list[Path]:
 
 
 def _read_table(path: Path, required: Sequence[str], *, delimiter: str = ",") -> list[dict]:
-    """Rows of a CSV/TSV; a missing column is a ValueError naming the file and the columns."""
+    """Rows of a CSV/TSV; a missing column or bad encoding is a ValueError naming the file.
+
+    Cells beyond the header (a row with too many fields) are ignored.
+    """
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
-        header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise ValueError(
-                f"{path}: missing column(s) {', '.join(missing)} "
-                f"(found: {', '.join(header) or 'no header'})"
-            )
-        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+        try:
+            header = [h.strip() for h in reader.fieldnames or []]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise ValueError(
+                    f"{path}: missing column(s) {', '.join(missing)} "
+                    f"(found: {', '.join(header) or 'no header'})"
+                )
+            return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise ValueError(f"{path}: not a UTF-8 CSV/TSV file ({exc})") from exc
 
 
 def _inside(root: Path, rel: str) -> Path | None:
@@ -269,7 +275,7 @@ def load_art_corpus(
     if not labels:
         return load_art_folders(root, label_map=label_map)
     labels = Path(labels)
-    with open(labels, encoding="utf-8-sig") as fh:
+    with open(labels, encoding="utf-8-sig", errors="replace") as fh:  # _read_table checks it
         header = fh.readline()
     if "\t" in header and "ImageOnly:" in header:
         return load_wikiart_emotions(labels, root=root, label_map=label_map)

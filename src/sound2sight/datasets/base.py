@@ -95,8 +95,8 @@ def write_manifest(items: Sequence, path: str | os.PathLike) -> Path:
 def read_manifest(path: str | os.PathLike, kind: type = AudioItem) -> list:
     """Read a manifest CSV written by :func:`write_manifest`."""
     types = {f.name: f.type for f in dataclasses.fields(kind)}
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        rows = list(csv.DictReader(fh))  # surrogateescape: non-UTF-8 file names round-trip
     out = []
     for row in rows:
         missing = set(types) - set(row)

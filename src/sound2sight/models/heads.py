@@ -41,18 +41,30 @@ class ProjectionHead(nn.Module):
     (torch.Size([3, 16]), True)
     """
 
-    def __init__(self, in_dim: int, cfg: AlignConfig) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        cfg: AlignConfig,
+        *,
+        hidden: int | None = None,
+        dropout: float | None = None,
+    ) -> None:
         super().__init__()
         self.in_dim = in_dim
+        hidden = cfg.hidden if hidden is None else hidden
+        p = cfg.dropout if dropout is None else dropout
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("std", torch.ones(in_dim))
-        self.net = nn.Sequential(
-            nn.Dropout(cfg.dropout),
-            nn.Linear(in_dim, cfg.hidden),
-            nn.GELU(),
-            nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.hidden, cfg.dim),
-        )
+        if hidden > 0:
+            layers = [
+                nn.Linear(in_dim, hidden),
+                nn.GELU(),
+                nn.Dropout(p),
+                nn.Linear(hidden, cfg.dim),
+            ]
+        else:  # a linear map keeps the frozen encoder's own geometry
+            layers = [nn.Linear(in_dim, cfg.dim)]
+        self.net = nn.Sequential(nn.Dropout(p), *layers)
 
     @torch.no_grad()
     def set_input_stats(self, x: torch.Tensor) -> None:
@@ -92,7 +104,9 @@ class JointSpace(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.audio_dim, self.image_dim, self.n_classes = audio_dim, image_dim, n_classes
-        self.audio = ProjectionHead(audio_dim, cfg)
+        self.audio = ProjectionHead(
+            audio_dim, cfg, hidden=cfg.audio_hidden, dropout=cfg.audio_dropout
+        )
         self.image = ProjectionHead(image_dim, cfg)
         self.prototypes = nn.Parameter(F.normalize(torch.randn(n_classes, cfg.dim), dim=1))
 
@@ -130,6 +144,8 @@ def load_joint_space(path: str | os.PathLike, *, device: str = "cpu") -> JointSp
     from sound2sight.io import safe_torch_load
 
     ckpt = safe_torch_load(path, map_location="cpu")
+    if not isinstance(ckpt, dict) or "joint" not in ckpt or "model" not in ckpt:
+        raise ValueError(f"{path}: not a shared-space checkpoint (needs 'joint' and 'model')")
     meta = ckpt["joint"]
     cfg = config_from_dict({"align": meta["align"]}).align
     joint = JointSpace(

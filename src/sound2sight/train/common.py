@@ -83,6 +83,8 @@ class Checkpointer:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
+        for stale in [*self.folder.glob(".last.pt.*.tmp"), *self.folder.glob(".best.pt.*.tmp")]:
+            stale.unlink(missing_ok=True)  # left by a save that was killed mid-write
 
     @property
     def last(self) -> Path:

@@ -60,13 +60,13 @@ def _plot_curves(history: dict[str, list[float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def smooth(v: list[float]) -> np.ndarray:
-        w = max(1, len(v) // 50)
-        return np.convolve(v, np.ones(w) / w, mode="valid")
+    def smooth(v: list[float]) -> tuple[np.ndarray, np.ndarray]:
+        w = max(1, len(v) // 50)  # moving average over ~2% of the run
+        return np.arange(w, len(v) + 1), np.convolve(v, np.ones(w) / w, mode="valid")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for key, ax in (("loss_d", 0), ("loss_g", 0), ("logit_real", 1), ("logit_fake", 1)):
-        axes[ax].plot(smooth(history[key]), label=key)
+        axes[ax].plot(*smooth(history[key]), label=key)
     axes[0].set_title("hinge losses")
     axes[1].set_title("D logits (mean)")
     for ax in axes:

@@ -1,0 +1,107 @@
+"""End to end on a tiny trained run: the pipeline, export/bundle, the CLI verbs, the report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from sound2sight.audio import AudioError
+from sound2sight.cli import main
+from sound2sight.labels import EMOTIONS
+from sound2sight.pipeline import Sound2Sight, export_bundle
+from sound2sight.synthetic import synth_voice
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_run):
+    return Sound2Sight.from_run(tiny_run)
+
+
+def test_run_directory_layout(tiny_run):
+    for rel in [
+        "config.yaml",
+        "report.html",
+        "data/audio_manifest.csv",
+        "classifier/best.pt",
+        "classifier/last.pt",
+        "classifier/metrics.json",
+        "align/best.pt",
+        "align/gallery.npz",
+        "gan/best.pt",
+        "gan/last.pt",
+        "gan/metrics.json",
+    ]:
+        assert (tiny_run / rel).is_file(), rel
+    html = (tiny_run / "report.html").read_text()
+    assert "Emotion classifier" in html and "data:image/png;base64" in html
+
+
+def test_call_on_path_bytes_and_array_agree(pipe, tiny_run, tmp_path):
+    wave = synth_voice("sad", speaker=2, seed=5)
+    path = tmp_path / "v.wav"
+    sf.write(path, wave, 16000)
+    a = pipe(path, n_images=2, k=3, seed=1)
+    b = pipe(path.read_bytes(), n_images=2, k=3, seed=1)
+    c = pipe(wave, sample_rate=16000, n_images=2, k=3, seed=1)
+    assert a.emotion in EMOTIONS and a.emotion == b.emotion == c.emotion
+    assert sum(a.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert a.embedding.shape == (128,) and np.linalg.norm(a.embedding) == pytest.approx(1, abs=1e-5)
+    assert len(a.images) == 2 and a.images[0].dtype == np.uint8 and a.images[0].shape[2] == 3
+    assert len(a.neighbours) == 3
+    scores = [n.score for n in a.neighbours]
+    assert scores == sorted(scores, reverse=True)
+    np.testing.assert_array_equal(a.images[0], b.images[0])  # same seed, same painting
+
+
+def test_seed_and_generator_control_the_noise(pipe):
+    wave = synth_voice("angry", speaker=1, seed=3)
+    r1 = pipe(wave, sample_rate=16000, n_images=1, k=0, seed=0)
+    r2 = pipe(wave, sample_rate=16000, n_images=1, k=0, seed=1)
+    r3 = pipe(wave, sample_rate=16000, n_images=1, k=0, generator=torch.Generator().manual_seed(0))
+    assert not np.array_equal(r1.images[0], r2.images[0])
+    np.testing.assert_array_equal(r1.images[0], r3.images[0])
+
+
+def test_long_recording_is_windowed(pipe):
+    wave = np.concatenate([synth_voice("happy", speaker=1, seed=s, duration=2.5) for s in range(4)])
+    result = pipe(wave, sample_rate=16000, n_images=0, k=1)
+    assert result.n_windows > 2 and result.images == []
+
+
+def test_silence_and_garbage_are_clear_errors(pipe):
+    with pytest.raises(AudioError, match="no speech detected"):
+        pipe(np.zeros(16000, np.float32), sample_rate=16000)
+    with pytest.raises(AudioError, match="upload: cannot decode"):
+        pipe(b"this is not audio at all")
+
+
+def test_export_bundle_round_trip(pipe, tiny_run, tmp_path):
+    out = export_bundle(tiny_run, tmp_path / "bundle")
+    assert (out / "bundle.json").is_file() and (out / "generator.safetensors").is_file()
+    assert not list(out.glob("*.pt"))  # no pickles in a bundle
+    bundled = Sound2Sight.from_run(out)
+    wave = synth_voice("sad", speaker=4, seed=9)
+    a = pipe(wave, sample_rate=16000, n_images=1, k=2, seed=3)
+    b = bundled(wave, sample_rate=16000, n_images=1, k=2, seed=3)
+    assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+    np.testing.assert_array_equal(a.images[0], b.images[0])
+    assert [n.label for n in a.neighbours] == [n.label for n in b.neighbours]
+
+
+def test_cli_paint_writes_images_sheet_and_json(tiny_run, tmp_path, capsys):
+    voice = tmp_path / "my voice.wav"
+    sf.write(voice, synth_voice("happy", speaker=3, seed=2), 16000)
+    assert main(["paint", str(voice), "--run", str(tiny_run), "-n", "2", "-o", str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "my voice.json").read_text())
+    assert summary["emotion"] in EMOTIONS and len(summary["images"]) == 2
+    assert (tmp_path / "o" / "my voice_sheet.png").stat().st_size > 1000
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_config_key(tiny_run, capsys):
+    assert main(["train", "classifier", "--run", str(tiny_run), "--set", "train.nope=1"]) == 2
+    assert "unknown config key train.nope" in capsys.readouterr().err
