@@ -50,7 +50,16 @@ def test_balanced_batch_copes_with_imbalance():
     assert np.bincount(labels[idx]).tolist() == [16, 16, 16]
 
 
-def test_contrastive_heads_align_two_modalities():
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: one thread avoids OpenMP spinning on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_contrastive_heads_align_two_modalities(one_thread):
     torch.manual_seed(0)
     cfg = AlignConfig(dim=16, hidden=64, dropout=0.0)
     xa, ya = _toy_modality([60, 60, 60], 16, seed=1, basis_seed=1)
