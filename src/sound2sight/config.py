@@ -105,10 +105,8 @@ class TrainConfig:
     freq_mask: int = 8  # widest frequency mask (Mel bands)
     time_mask: int = 30  # widest time mask (frames)
     mixup: float = 0.0  # mixup Beta(alpha, alpha); 0 disables
-    gain_db: float = 0.0  # random spectral tilt across the Mel bands, +/- dB (10 dB = 1 unit of the standardised log-Mel)
-    crop_frames: int = (
-        0  # random time crop of each training clip (frames; 0 = whole clip); also a time shift
-    )
+    gain_db: float = 0.0  # random spectral tilt over the Mel bands, +/- dB (10 dB = 1 std unit)
+    crop_frames: int = 200  # random time crop per training clip (frames; 0 = whole clip)
     num_workers: int = 0  # DataLoader workers
 
 
@@ -123,9 +121,9 @@ class TuneConfig:
 @dataclass
 class ImageConfig:
     image_size: int = 224  # EfficientNet input side (pixels)
-    batch_size: int = 32  # images per forward pass
+    batch_size: int = 4  # images per forward pass (small single-threaded batches, one per worker, are fastest on CPU)
     max_pixels: int = 50_000_000  # decompression-bomb guard (width * height)
-    num_workers: int = 2  # image-decoding threads, overlapped with the forward pass
+    num_workers: int = 0  # threads that decode and run the model; 0 = one per CPU core
     unlabelled: bool = False  # also extract features of unlabelled paintings (label "")
 
 
@@ -144,6 +142,7 @@ class AlignConfig:
     audio_dropout: float = 0.2  # audio head dropout
     cross_weight: float = 1.0  # weight of the cross-modal contrastive term (within-modal has 1)
     prototype_weight: float = 0.0  # weight of the learnable class-anchor loss; 0 disables
+    gap_weight: float = 1.0  # weight of the audio/image class-centroid gap loss; 0 disables
     patience: int = 8  # early-stopping patience (epochs without val retrieval gain)
     map_points: int = 240  # points per modality in the t-SNE embedding map; 0 skips the map
 

@@ -89,6 +89,8 @@ def kid(
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     m = min(subset_size, len(a), len(b))
+    if m < 2:
+        return {"mean": float("nan"), "std": float("nan"), "subset_size": m, "subsets": 0}
     d = a.shape[1]
     rng = np.random.default_rng(seed)
     vals = []
@@ -346,6 +348,8 @@ def evaluate_gan(
         torch.multinomial(torch.tensor(freq / freq.sum()), n_fd, True, generator=gen)
     ]
     fd_feat = effnet_features(model, generate(G, bank.sample(fd_y, generator=gen), generator=gen))
+    hx_fd = hx[np.random.default_rng(cfg.seed).permutation(len(hx))[:n_fd]]  # same count as fakes
+    kid_m = min(500, n_fd)  # one KID subset size for both sets, so the two compare
     metrics = {
         "checkpoint": str(path),
         "step": int(state["step"]),
@@ -371,12 +375,12 @@ def evaluate_gan(
         ),
         "fd_effnet": {
             "generated": frechet_distance(fd_feat, ref),
-            "n_generated": n_fd,
-            "real_heldout": frechet_distance(hx, ref) if len(hx) > 2 else None,
+            "real_heldout": frechet_distance(hx_fd, ref) if len(hx_fd) > 2 else None,
+            "n": [n_fd, len(hx_fd)],
         },
         "kid": {
-            "generated": kid(fd_feat, ref, seed=cfg.seed),
-            "real_heldout": kid(hx, ref, seed=cfg.seed) if len(hx) > 2 else None,
+            "generated": kid(fd_feat, ref, subset_size=kid_m, seed=cfg.seed),
+            "real_heldout": kid(hx_fd, ref, subset_size=kid_m, seed=cfg.seed),
         },
         "diversity": diversity(gfeat, gy, real, y, names=names),
     }
@@ -385,15 +389,11 @@ def evaluate_gan(
         save_grid(imgs[gy == c][:32], out / f"grid_{names[c]}.png", cols=8)
     atomic_write_json(out / "metrics.json", metrics)
     cg, cr = metrics["consistency"]["generated"], metrics["consistency"]["real_heldout"]
+    fd = metrics["fd_effnet"]
     log.info(
-        "GAN: consistency k1 %.3f k5 %.3f (real held-out %.3f / %.3f), FD-EffNet %.2f "
-        "(real %.2f), diversity ratio %.2f",
-        cg["k1"]["balanced"],
-        cg["k5"]["balanced"],
-        cr["k1"]["balanced"],
-        cr["k5"]["balanced"],
-        metrics["fd_effnet"]["generated"],
-        metrics["fd_effnet"]["real_heldout"] or float("nan"),
-        metrics["diversity"]["mean_ratio"],
+        "GAN: consistency k1/k5 %.3f/%.3f (real held-out %.3f/%.3f), FD-EffNet %.2f (real %s), "
+        "diversity ratio %.2f",
+        *(cg["k1"]["balanced"], cg["k5"]["balanced"], cr["k1"]["balanced"], cr["k5"]["balanced"]),
+        *(fd["generated"], fd["real_heldout"], metrics["diversity"]["mean_ratio"]),
     )
     return metrics

@@ -149,3 +149,31 @@ def loss_hinge_gen(logit_fake: torch.Tensor) -> torch.Tensor:
     1.0
     """
     return -logit_fake.mean()
+
+
+def class_centroid_gap(
+    z_audio: torch.Tensor, y_audio: torch.Tensor, z_image: torch.Tensor, y_image: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared distance between each class's audio centroid and image centroid.
+
+    Contrastive terms only order similarities, so each modality may keep its own tight
+    cluster offset from the other's (the "modality gap"); this term pulls the per-class
+    means of the two modalities together, so an angry voice lands *on* angry paintings.
+
+    Parameters
+    ----------
+    z_audio, z_image : Tensor (Na, D), (Ni, D)
+        Embeddings of the two modalities.
+    y_audio, y_image : Tensor (Na,), (Ni,)
+        Integer labels; classes missing from either side are skipped.
+
+    >>> z = torch.eye(2); y = torch.tensor([0, 1])
+    >>> float(class_centroid_gap(z, y, z, y)), float(class_centroid_gap(z, y, z.flip(0), y))
+    (0.0, 2.0)
+    """
+    gaps = [
+        (z_audio[y_audio == c].mean(0) - z_image[y_image == c].mean(0)).square().sum()
+        for c in torch.unique(y_audio)
+        if bool((y_image == c).any())
+    ]
+    return torch.stack(gaps).mean() if gaps else z_audio.sum() * 0.0

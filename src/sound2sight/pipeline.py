@@ -66,7 +66,7 @@ class Sound2Sight:
         self.device = torch.device(device)
         self.classifier = classifier.to(self.device).eval()
         self.joint = joint.to(self.device).eval()
-        self.generator = generator.to(self.device).eval()
+        self.generator = generator.to(self.device, memory_format=torch.channels_last).eval()
         self.logmel = LogMel(cfg.audio).to(self.device)
         self.gallery = gallery
         self.nearest = NearestArtworks(gallery)

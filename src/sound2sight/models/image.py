@@ -175,7 +175,7 @@ def _fuse_batchnorm(model: EfficientNetLite0) -> EfficientNetLite0:
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> RGB; transparency is composited onto white, 16-bit grey rescaled."""
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+    if img.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
     if img.mode == "I" or img.mode.startswith("I;16"):

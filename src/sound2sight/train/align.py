@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from sound2sight.config import Config
 from sound2sight.io import atomic_write_bytes, atomic_write_json
 from sound2sight.labels import EMOTIONS
-from sound2sight.losses import cross_modal_supcon, prototype_loss
+from sound2sight.losses import class_centroid_gap, cross_modal_supcon, prototype_loss
 from sound2sight.models.heads import JointSpace
 from sound2sight.retrieval import Gallery, retrieval_metrics
 from sound2sight.train.common import (
@@ -214,6 +214,8 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool) -> dict:
             loss = cross_modal_supcon(
                 za, ya_b, zi, yi_b, temperature=a.temperature, cross_weight=a.cross_weight
             )
+            if a.gap_weight > 0:
+                loss = loss + a.gap_weight * class_centroid_gap(za, ya_b, zi, yi_b)
             if a.prototype_weight > 0:
                 z, y = torch.cat([za, zi]), torch.cat([ya_b, yi_b])
                 loss = loss + a.prototype_weight * prototype_loss(
