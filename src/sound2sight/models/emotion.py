@@ -80,6 +80,11 @@ class _EmotionNet(nn.Module):
         """Logits ``(B, n_classes)`` for log-Mels ``(B, n_mels, T)``."""
         return self.head(self.features(mel))
 
+    def logits_and_embedding(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both outputs from one pass of the trunk: ``((B, n_classes), (B, embed_dim))``."""
+        emb = self.head.embedding(self.features(mel))
+        return self.head.out(self.head.dropout(emb)), emb
+
 
 def _channels(cfg: ClassifierConfig) -> list[int]:
     return [cfg.width * 2**i for i in range(cfg.depth)]

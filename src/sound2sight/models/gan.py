@@ -34,6 +34,7 @@ __all__ = [
     "Discriminator",
     "ConditionBank",
     "ema_update",
+    "make_ema",
     "load_generator",
     "generate",
 ]
@@ -85,7 +86,7 @@ class _GBlock(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = F.interpolate(F.relu(self.bn1(x, y)), scale_factor=2)  # (B, c_in, 2H, 2W)
         h = self.conv2(F.relu(self.bn2(self.conv1(h), y)))  # (B, c_out, 2H, 2W)
-        return h + self.skip(F.interpolate(x, scale_factor=2))
+        return h + F.interpolate(self.skip(x), scale_factor=2)  # 1x1 conv commutes with nearest up
 
 
 class Generator(nn.Module):

@@ -149,7 +149,7 @@ def tune(
             storage=storage,
             direction="maximize",
             sampler=optuna.samplers.TPESampler(seed=cfg.seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2),
             load_if_exists=True,
         )
 
