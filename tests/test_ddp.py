@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from sound2sight.config import AudioConfig
