@@ -221,6 +221,15 @@ def print_table(rows: dict) -> str:
             + f" {_fmt(seed.get('accuracy')):>9s} {_fmt(r.get('seconds_per_fold'), '.0f'):>7s}"
             + f" {','.join(map(str, r.get('folds', [])))}"
         )
+    seeds = rows.get("optuna", {}).get("fold0_seeds")
+    if seeds:
+        u, t = seeds["untuned_resnet_w16"], seeds["tuned_best_trial"]
+        lines.append(
+            f"fold 0 (held out of tuning), 3 seeds: untuned acc {u['accuracy']['mean']:.3f} "
+            f"+/- {u['accuracy']['sd']:.3f} mF1 {u['macro_f1']['mean']:.3f} +/- "
+            f"{u['macro_f1']['sd']:.3f} | tuned acc {t['accuracy']['mean']:.3f} +/- "
+            f"{t['accuracy']['sd']:.3f} mF1 {t['macro_f1']['mean']:.3f} +/- {t['macro_f1']['sd']:.3f}"
+        )
     lines.append(
         "* seed protocol = random stratified 80/20 split, speakers LEAK (not the headline)"
     )

@@ -69,3 +69,15 @@ def tiny_run(tmp_path_factory) -> Path:
     run = root / "run"
     train_all(cfg, run)
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tiny models: on a shared, oversubscribed CPU OpenMP spinning
+    makes two threads many times slower than one.  Restores the previous setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -19,14 +19,7 @@ from sound2sight.metrics import (
 )
 from sound2sight.models.emotion import ARCHITECTURES, build_classifier, load_classifier
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU, OpenMP spinning costs ~10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))

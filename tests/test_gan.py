@@ -36,13 +36,7 @@ from sound2sight.models.gan import (
 TINY = GANConfig(g_ch=4, d_ch=4, z_dim=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run far faster on one thread when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("res", [64, 128])

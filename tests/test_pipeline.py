@@ -95,7 +95,10 @@ def test_export_bundle_round_trip(pipe, tiny_run, tmp_path):
 def test_cli_paint_writes_images_sheet_and_json(tiny_run, tmp_path, capsys):
     voice = tmp_path / "my voice.wav"
     sf.write(voice, synth_voice("happy", speaker=3, seed=2), 16000)
-    assert main(["paint", str(voice), "--run", str(tiny_run), "-n", "2", "-o", str(tmp_path / "o")]) == 0
+    assert (
+        main(["paint", str(voice), "--run", str(tiny_run), "-n", "2", "-o", str(tmp_path / "o")])
+        == 0
+    )
     summary = json.loads((tmp_path / "o" / "my voice.json").read_text())
     assert summary["emotion"] in EMOTIONS and len(summary["images"]) == 2
     assert (tmp_path / "o" / "my voice_sheet.png").stat().st_size > 1000

@@ -19,13 +19,7 @@ from sound2sight.train.protocols import fold_split, leaking_split, run_seed_prot
 N_MELS, FRAMES = 24, 40
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU, OpenMP spinning costs ~10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def band_data(n_per_class: int = 24, *, seed: int = 0, n_speakers: int = 10):

@@ -7,21 +7,13 @@ import json
 import numpy as np
 import optuna
 import pytest
-import torch
 
 from sound2sight.config import Config
 from sound2sight.datasets.base import AudioItem
 from sound2sight.labels import EMOTIONS
 from sound2sight.train.tune import suggest_config, tune
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU, OpenMP spinning costs ~10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = 30):
