@@ -108,3 +108,13 @@ def test_cli_paint_writes_images_sheet_and_json(tiny_run, tmp_path, capsys):
 def test_cli_reports_bad_config_key(tiny_run, capsys):
     assert main(["train", "classifier", "--run", str(tiny_run), "--set", "train.nope=1"]) == 2
     assert "unknown config key train.nope" in capsys.readouterr().err
+
+
+def test_cli_tune_runs_a_small_study(tiny_run, capsys):
+    args = ["tune", "--run", str(tiny_run), "--trials", "2", "--set", "tune.epochs=1"]
+    assert main(args) == 0
+    best = json.loads((tiny_run / "tune" / "best.json").read_text())
+    assert best["n_trials"] == 2 and best["n_complete"] + best["n_pruned"] == 2
+    assert best["epochs_per_trial"] == 1 and best["test_fold_excluded"] == 0
+    assert set(best["best_params"]) >= {"lr", "dropout", "width"}
+    assert (tiny_run / "tune" / "study.db").is_file()
