@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", default="/tmp/gan_bench/cache")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
     p.add_argument("--set", action="append", default=[], help="extra gan.* overrides, k=v")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -159,8 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"\nEMA + DiffAugment change FD-EffNet by {-100 * out['fd_reduction_ema_diffaugment']:+.1f}%"
             f" ({fds[1]:.1f} -> {fds[0]:.1f})"
         )
-    atomic_write_json(RESULTS, out)
-    print(f"wrote {RESULTS}")
+    atomic_write_json(args.out, out)
+    print(f"wrote {args.out}")
     return out
 
 
