@@ -118,3 +118,14 @@ def test_cli_tune_runs_a_small_study(tiny_run, capsys):
     assert best["epochs_per_trial"] == 1 and best["test_fold_excluded"] == 0
     assert set(best["best_params"]) >= {"lr", "dropout", "width"}
     assert (tiny_run / "tune" / "study.db").is_file()
+
+
+def test_train_all_skips_finished_stages(tiny_run):
+    from sound2sight.config import load_config
+    from sound2sight.workflow import STAGES, run_stage
+
+    for name, (_, marker) in STAGES.items():
+        assert (tiny_run / marker).is_file(), f"{name}: {marker} missing after train_all"
+    before = (tiny_run / "classifier" / "best.pt").stat().st_mtime_ns
+    assert run_stage("classifier", load_config(), tiny_run) is None  # done: skipped
+    assert (tiny_run / "classifier" / "best.pt").stat().st_mtime_ns == before

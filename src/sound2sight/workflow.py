@@ -47,7 +47,9 @@ def _align(cfg: Config, run_dir: Path) -> dict:
 def _gan(cfg: Config, run_dir: Path) -> dict:
     from sound2sight.train.gan import train_gan
 
-    return train_gan(cfg, run_dir)
+    summary = train_gan(cfg, run_dir)  # resumes from gan/last.pt when interrupted
+    atomic_write_json(run_dir / "gan" / "train_summary.json", summary)  # the stage's done-marker
+    return summary
 
 
 def _gan_eval(cfg: Config, run_dir: Path) -> dict:
@@ -58,11 +60,11 @@ def _gan_eval(cfg: Config, run_dir: Path) -> dict:
 
 # name -> (function, file whose presence marks the stage as done)
 STAGES: dict[str, tuple[Callable[[Config, Path], dict], str]] = {
-    "prepare": (_prepare, "data/audio_prepare.json"),
+    "prepare": (_prepare, "data/art_prepare.json"),  # written after the audio summary
     "classifier": (_classifier, "classifier/metrics.json"),
     "image": (_image, "image/metrics.json"),
     "align": (_align, "align/metrics.json"),
-    "gan": (_gan, "gan/best.pt"),
+    "gan": (_gan, "gan/train_summary.json"),
     "gan-eval": (_gan_eval, "gan/metrics.json"),
 }
 
