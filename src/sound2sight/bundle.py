@@ -9,7 +9,6 @@ Both load through :func:`load_parts`; neither path unpickles anything.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -19,6 +18,7 @@ import yaml
 
 from sound2sight.config import Config, config_from_dict, config_to_dict
 from sound2sight.io import atomic_write_bytes, atomic_write_json
+from sound2sight.labels import EMOTIONS
 
 __all__ = ["load_parts", "export", "BUNDLE_FORMAT"]
 
@@ -140,7 +140,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
             "format": BUNDLE_FORMAT,
             "config": config_to_dict(cfg),
             "joint": {k: v for k, v in joint.checkpoint_meta().items() if k != "align"},
-            "labels": list(dataclasses.asdict(cfg).get("labels", [])) or ["angry", "happy", "sad"],
+            "labels": list(EMOTIONS),
         },
     )
     atomic_write_bytes(

@@ -102,7 +102,7 @@ class Sound2Sight:
         if sample_rate != a.sample_rate:
             import soxr
 
-            wave = soxr.resample(wave, sample_rate, a.sample_rate).astype(np.float32)
+            wave = soxr.resample(wave, sample_rate, a.sample_rate, quality="HQ").astype(np.float32)
         return wave
 
     def _windows(self, wave: np.ndarray, name: str) -> np.ndarray:
