@@ -145,10 +145,8 @@ def table(rows: dict[str, dict], title: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    """``--run DIR`` or ``--random-weights [CONFIG]``: what a benchmark loads (one of them)."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="trained run directory or exported bundle")
     src.add_argument(
@@ -156,8 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CONFIG",
         nargs="?",
         const="",
-        help="untrained architectures of CONFIG (YAML; default config if empty)",
+        help="untrained architectures of CONFIG (YAML; default config if empty; timing only)",
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_source_args(p)
     p.add_argument("--calls", type=int, default=50, help="timed calls (>= 50 for the report)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--seconds", type=float, default=3.0, help="length of the test voice")

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import RESULTS, percentiles, voice_wav  # noqa: E402
+from latency import RESULTS, add_source_args, percentiles, voice_wav  # noqa: E402
 
 log = logging.getLogger("benchmarks.load")
 HOST = "127.0.0.1"
@@ -238,15 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="trained run directory or exported bundle")
-    src.add_argument(
-        "--random-weights",
-        metavar="CONFIG",
-        nargs="?",
-        const="",
-        help="untrained architectures of CONFIG (timing only)",
-    )
+    add_source_args(p)
     cores = len(os.sched_getaffinity(0))
     p.add_argument(
         "--modes",

@@ -28,11 +28,12 @@ BUNDLE_FORMAT = "sound2sight-bundle/1"
 _NETS = ("classifier", "joint", "generator")
 
 
-def _run_config(run_dir: Path, classifier_audio) -> Config:
+def _run_config(run_dir: Path, *, audio, classifier, align, gan) -> Config:
+    """The run's config, with each stage's section taken from the weights it goes with."""
     saved = run_dir / "config.yaml"
     data = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
     cfg = config_from_dict(data or {})
-    cfg.audio = classifier_audio  # the front end must match the classifier's weights
+    cfg.audio, cfg.classifier, cfg.align, cfg.gan = audio, classifier, align, gan
     return cfg
 
 
@@ -54,10 +55,13 @@ def load_parts(path: str | Path, *, device: str = "cpu") -> dict:
         return _load_bundle(path)
     classifier, audio_cfg = load_classifier(_need(path / "classifier" / "best.pt", "classifier"))
     joint = load_joint_space(_need(path / "align" / "best.pt", "shared space"))
-    generator, _ = load_generator(_need(path / "gan" / "best.pt", "GAN"))
+    generator, gan_cfg = load_generator(_need(path / "gan" / "best.pt", "GAN"))
     gallery = Gallery.load(_need(path / "align" / "gallery.npz", "artwork gallery"))
+    cfg = _run_config(
+        path, audio=audio_cfg, classifier=classifier.cfg, align=joint.cfg, gan=gan_cfg
+    )
     return {
-        "cfg": _run_config(path, audio_cfg),
+        "cfg": cfg,
         "classifier": classifier,
         "joint": joint,
         "generator": generator,
@@ -118,15 +122,8 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    cfg: Config = parts["cfg"]
-    # the bundle's config carries the generator's and heads' training configs
-    from sound2sight.io import safe_torch_load
-
-    cfg.gan = config_from_dict(safe_torch_load(run_dir / "gan" / "best.pt")["config"]).gan
+    cfg: Config = parts["cfg"]  # each section matches the weights it goes with
     joint = parts["joint"]
-    cfg.align = joint.cfg
-    classifier_state = safe_torch_load(run_dir / "classifier" / "best.pt")
-    cfg.classifier = config_from_dict(classifier_state["config"]).classifier
     for name in _NETS:
         state = {k: v.detach().contiguous().clone() for k, v in parts[name].state_dict().items()}
         save_file(state, str(tmp / f"{name}.safetensors"))

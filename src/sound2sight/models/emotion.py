@@ -209,7 +209,9 @@ def build_classifier(
     """
     if cfg.arch not in ARCHITECTURES:
         raise ValueError(f"classifier.arch={cfg.arch!r} is not one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[cfg.arch](cfg, n_mels=n_mels, n_classes=n_classes)
+    net = ARCHITECTURES[cfg.arch](cfg, n_mels=n_mels, n_classes=n_classes)
+    net.cfg = cfg  # the config its weights need, for exporters
+    return net
 
 
 def load_classifier(
