@@ -236,9 +236,12 @@ def test_train_align_writes_gallery_map_and_metrics(tmp_path, monkeypatch):
     ):
         assert (out / name).is_file(), name
     assert m["n_test_clips"] == 24 and 0.0 <= m["classifier_on_same_clips"]["accuracy"] <= 1.0
-    for key in ("gallery_all", "gallery_heldout_art"):
-        assert {"top1", "recall", "mAP", "per_class", "balanced"} <= set(m["audio_to_image"][key])
-    assert "queries_heldout_art" in m["image_to_audio"] and len(m["history"]) == 4
+    unseen = m["unseen_art"]
+    for r in (m["audio_to_image"]["gallery_all"], *unseen["audio_to_image"].values()):
+        assert {"top1", "recall", "mAP", "per_class", "balanced"} <= set(r)
+    assert unseen["audio_to_image"]["gallery_unseen"]["n_gallery"] == unseen["n_unseen"] > 0
+    assert unseen["epochs"] == m["best_epoch"] + 1 and len(m["history"]) == 4
+    assert 0.0 < m["classifier_on_same_clips"]["mAP_class_ranking"] <= 1.0
     g = Gallery.load(out / "gallery.npz")
     assert g.embeddings.shape == (18, 128) and g.thumbnails.shape == (18, 64, 64, 3)
     assert g.thumbnails.dtype == np.uint8 and g.thumbnails.max() > 0

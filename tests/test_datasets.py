@@ -393,3 +393,24 @@ def test_prepare_art_with_a_labels_csv(tmp_path):
     rows = read_manifest(tmp_path / "run" / "data" / "art_manifest.csv", ArtItem)
     check_speaker_disjoint(rows, key="group")
     assert "total" in format_prepare_table(summary)
+
+
+def test_prepare_art_adds_an_unlabelled_folder(tmp_path):
+    names = [f"S/p{i}.jpg" for i in range(9)]
+    touch(tmp_path / "art", *names, *(f"extra/U/u{i}.png" for i in range(20)))
+    (tmp_path / "art" / "labels.csv").write_text(
+        "image,label\n"
+        + "".join(f"{n},{('happy', 'sad', 'angry')[i % 3]}\n" for i, n in enumerate(names))
+    )
+    cfg = Config()
+    cfg.data.art_root, cfg.data.art_labels = str(tmp_path / "art"), "labels.csv"
+    cfg.data.art_unlabelled = "extra"  # relative: under art_root
+    summary = prepare_art(cfg, tmp_path / "run")
+    assert summary["labels"] == {"(unlabelled)": 20, "angry": 3, "happy": 3, "sad": 3}
+    rows = read_manifest(tmp_path / "run" / "data" / "art_manifest.csv", ArtItem)
+    unlabelled = [r for r in rows if not r.label]
+    assert len(unlabelled) == 20 and {r.source for r in unlabelled} == {"unlabelled"}
+    assert {r.split for r in unlabelled} == {"train", "val", "test"}
+    cfg.data.art_unlabelled = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="art_unlabelled.*nowhere"):
+        prepare_art(cfg, tmp_path / "run2")

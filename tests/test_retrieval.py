@@ -10,6 +10,7 @@ from sound2sight.retrieval import (
     NearestArtworks,
     Neighbour,
     average_precision,
+    class_ranking_map,
     knn_label_accuracy,
     real_image_ceiling,
     retrieval_metrics,
@@ -61,6 +62,21 @@ def test_balanced_variant_weights_classes_equally():
     assert r["top1"] == pytest.approx(0.9)
     assert r["balanced"]["top1"] == pytest.approx(0.5)
     assert r["per_class"]["sad"]["AP"] == pytest.approx(0.5)
+
+
+def test_class_ranking_map_equals_retrieval_with_a_perfect_image_side():
+    # gallery: tight one-hot clusters of unequal size; queries: the probabilities
+    # themselves, so cosine ranks the gallery class by class in probability order
+    rng = np.random.default_rng(1)
+    gl = np.repeat([0, 1, 2], [4, 20, 7])
+    g = np.eye(3)[gl] + rng.normal(0, 1e-3, (len(gl), 3))
+    probs = rng.dirichlet([1, 1, 1], size=40)
+    ql = rng.integers(0, 3, 40)
+    ref = class_ranking_map(probs, ql, gl)
+    assert ref == pytest.approx(retrieval_metrics(probs, ql, g, gl)["mAP"], abs=1e-9)
+    right = probs.argmax(1) == ql  # right queries score AP 1, wrong ones less
+    assert class_ranking_map(probs[right], ql[right], gl) == 1.0
+    assert class_ranking_map(probs[~right], ql[~right], gl) < 0.6
 
 
 def test_metrics_reject_mismatched_input():

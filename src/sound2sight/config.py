@@ -71,6 +71,7 @@ class DataConfig:
         ""  # artwork folder (folder-per-label) or the folder a labels CSV is relative to
     )
     art_labels: str = ""  # optional image,label CSV (relative paths resolve against art_root)
+    art_unlabelled: str = ""  # optional folder of paintings without labels (relative: under art_root); gan.condition=image trains on them
     folds_csv: str = ""  # optional corpus,speaker,fold CSV; empty = folds assigned by speaker hash
     n_folds: int = 5  # speaker folds
     test_fold: int = 0  # fold held out as test for a single-run split

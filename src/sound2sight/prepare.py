@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sound2sight.config import Config, DataConfig
-from sound2sight.datasets.art import load_art_corpus, split_by_group
+from sound2sight.datasets.art import load_art_corpus, load_unlabelled_images, split_by_group
 from sound2sight.datasets.audio import find_duplicates, load_audio_corpus
 from sound2sight.datasets.base import (
     ArtItem,
@@ -149,20 +149,40 @@ def prepare_audio(cfg: Config, run_dir: str | os.PathLike) -> dict:
     return summary
 
 
+def _under(root: Path, path: str) -> Path:
+    """``path`` as given when absolute or existing, else relative to ``root``."""
+    p = Path(path)
+    return p if p.is_absolute() or p.exists() else root / p
+
+
 def prepare_art(cfg: Config, run_dir: str | os.PathLike) -> dict:
     """Manifest + split by painting for ``cfg.data.art_root`` (+ ``cfg.data.art_labels``).
 
+    ``cfg.data.art_unlabelled`` adds every image below that folder with label ``""``
+    (the GAN's ``image`` conditioning trains on them; the labelled stages skip them).
     Writes ``run_dir/data/art_manifest.csv`` and ``run_dir/data/art_prepare.json``.
     """
     t0 = time.perf_counter()
     if not cfg.data.art_root:
         raise ValueError("data.art_root is empty: point it at an artwork folder")
     root, labels = Path(cfg.data.art_root), cfg.data.art_labels
-    if labels and not Path(labels).is_absolute() and not Path(labels).exists():
-        labels = str(root / labels)
+    if labels:
+        labels = str(_under(root, labels))
     man = load_art_corpus(root, labels=labels or None, label_map=_label_map(cfg))
     if not man.items:
         raise ValueError(f"{root}: no labelled artwork found (see skipped/dropped)")
+    if cfg.data.art_unlabelled:
+        extra_root = _under(root, cfg.data.art_unlabelled)
+        if not extra_root.is_dir():
+            raise FileNotFoundError(f"data.art_unlabelled: {extra_root}: folder not found")
+        seen = {str(Path(it.path).resolve()) for it in man.items}
+        extra = [
+            it
+            for it in load_unlabelled_images(extra_root).items
+            if str(Path(it.path).resolve()) not in seen
+        ]
+        log.info("%s: %d unlabelled paintings added", extra_root, len(extra))
+        man.items.extend(extra)
     make_splits(man.items, cfg.data, cfg.seed)
     out = Path(run_dir) / "data"
     manifest_path = write_manifest(man.items, out / "art_manifest.csv")

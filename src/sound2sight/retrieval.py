@@ -27,6 +27,7 @@ from sound2sight.io import atomic_write_bytes
 __all__ = [
     "retrieval_metrics",
     "average_precision",
+    "class_ranking_map",
     "Gallery",
     "Neighbour",
     "NearestArtworks",
@@ -147,6 +148,41 @@ def retrieval_metrics(
     }
     out["balanced"]["top1"] = out["balanced"]["recall"].get("1")
     return out
+
+
+def class_ranking_map(probs: np.ndarray, query_labels: Sequence, gallery_labels: Sequence) -> float:
+    """mAP of the ranking "whole classes, in the order of each query's class probabilities".
+
+    The reference for audio -> image mAP: what retrieval would score if the image side
+    sorted every painting perfectly into its class and the audio side kept exactly the
+    classifier's ranking of emotions.  A query the classifier gets right scores AP 1; one
+    it gets wrong has its paintings behind a whole other class.  (A soft ranking that
+    interleaves classes can beat it by a little; it is a reference, not a strict bound.)
+
+    Parameters
+    ----------
+    probs : ndarray (Q, K)
+        Class probabilities (or any scores) of the queries; column k is class ``k``.
+    query_labels : sequence of int (Q,)
+        True classes of the queries, in ``range(K)``.
+    gallery_labels : sequence of int (G,)
+        Classes of the gallery items.
+
+    >>> class_ranking_map(np.array([[0.9, 0.1], [0.6, 0.4]]), [0, 1], [0, 0, 1])
+    0.6666666666666666
+    """
+    probs = np.asarray(probs)
+    ql, gl = np.asarray(query_labels), np.asarray(gallery_labels)
+    counts = np.bincount(gl, minlength=probs.shape[1])
+    orders = np.argsort(-probs, axis=1, kind="stable")  # (Q, K)
+    cache: dict[tuple, float] = {}
+    aps = []
+    for order, y in zip(map(tuple, orders), ql.tolist(), strict=True):
+        if (order, y) not in cache:
+            rel = np.concatenate([np.full(counts[c], c == y) for c in order])
+            cache[order, y] = float(average_precision(rel[None])[0])
+        aps.append(cache[order, y])
+    return float(np.nanmean(aps))
 
 
 @dataclass
