@@ -227,9 +227,7 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool) -> dict:
     start, best, best_epoch, bad, history = 0, -math.inf, -1, 0, []
     state = ckpt.load_last() if resume else None
     if state is not None:
-        joint.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        ckpt.restore(state, model=joint, optimizer=opt, scheduler=sched)
         start, best, best_epoch, bad = (
             state["epoch"] + 1,
             state["best"],

@@ -104,6 +104,20 @@ class Checkpointer:
         """The last checkpoint, or ``None`` when there is none to resume from."""
         return safe_torch_load(self.last) if self.last.is_file() else None
 
+    def restore(self, state: dict[str, Any], **objects) -> None:
+        """``obj.load_state_dict(state[name])`` for every ``name=obj`` (models, optimisers, ...).
+
+        >>> import tempfile; from sound2sight.config import Config
+        >>> ck, m = Checkpointer(tempfile.mkdtemp(), Config()), torch.nn.Linear(2, 2)
+        >>> ck.restore({"model": {k: v * 0 for k, v in m.state_dict().items()}}, model=m)
+        >>> float(m.weight.detach().abs().sum())
+        0.0
+        """
+        for name, obj in objects.items():
+            if name not in state:
+                raise KeyError(f"{self.last}: checkpoint has no {name!r} state")
+            obj.load_state_dict(state[name])
+
     def load_best(self) -> dict[str, Any]:
         if not self.best.is_file():
             raise FileNotFoundError(f"{self.best}: no best checkpoint (train this stage first)")

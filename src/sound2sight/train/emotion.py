@@ -227,9 +227,7 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
     start, best, bad, history = 0, -1.0, 0, []
     state = ckpt.load_last() if resume else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        ckpt.restore(state, model=model, optimizer=opt, scheduler=sched)
         start, best, bad, history = (
             state["epoch"],
             state["best_metric"],

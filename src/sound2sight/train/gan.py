@@ -161,11 +161,7 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
     ckpt = Checkpointer(out, cfg)
     state = ckpt.load_last() if resume else None
     if state is not None:
-        G.load_state_dict(state["G"])
-        G_ema.load_state_dict(state["G_ema"])
-        D.load_state_dict(state["D"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        ckpt.restore(state, G=G, G_ema=G_ema, D=D, opt_g=opt_g, opt_d=opt_d)
         gen.set_state(state["rng"])
         fixed_z, fixed_c = state["fixed_z"], state["fixed_c"]
         step, best_fd, best_step = state["step"], state["best_fd"], state["best_step"]
