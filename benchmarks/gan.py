@@ -13,8 +13,9 @@ Without it, ``--run`` must hold them already.
 1. The main arm (EMA + DiffAugment, ``gan.condition`` as configured) trains for
    ``--steps`` generator steps, or resumes/loads when ``gan/last.pt`` exists.
 2. The ablation arm trains the same model for the same steps without EMA
-   (``gan.ema=0``: sampling uses the raw generator) and without DiffAugment.
-3. Each arm is scored by :func:`sound2sight.gan_metrics.evaluate_gan` (held-out
+   (``gan.ema=0``: sampling uses the raw generator) and without DiffAugment.  With
+   ``--raw`` the main arm's raw generator is scored too, which separates the two.
+3. Each arm is scored by :func:`sound2sight.gan_eval.evaluate_gan` (held-out
    projected audio embeddings as conditions) and the table is printed with the training
    cost.  Writes ``benchmarks/results/gan.json``.
 
@@ -59,7 +60,7 @@ def stage_inputs(source: Path | None, run: Path) -> None:
 
 def run_arm(name: str, run: Path, overrides: list[str], args) -> dict:
     """Train (or resume) one arm and evaluate its last checkpoint."""
-    from sound2sight.gan_metrics import evaluate_gan
+    from sound2sight.gan_eval import evaluate_gan
     from sound2sight.train.gan import train_gan
 
     cfg = load_config(
@@ -77,16 +78,21 @@ def run_arm(name: str, run: Path, overrides: list[str], args) -> dict:
         cfg, run, n_per_class=args.n_per_class, n_fd=args.n_fd, checkpoint="last"
     )
     log.info("%s: trained in %.0f s, evaluated in %.0f s", name, t1 - t0, time.perf_counter() - t1)
-    return {
+    out = {
         "overrides": overrides,
         "train": train,
         "metrics": metrics,
         "eval_seconds": round(time.perf_counter() - t1, 1),
     }
+    if args.raw and cfg.gan.ema > 0:  # the same checkpoint's raw generator: what EMA adds
+        out["metrics_raw"] = evaluate_gan(
+            cfg, run, n_per_class=args.n_per_class, n_fd=args.n_fd, checkpoint="last", weights="G"
+        )
+    return out
 
 
-def _row(name: str, arm: dict) -> str:
-    m, t = arm["metrics"], arm["train"]
+def _row(name: str, arm: dict, key: str = "metrics") -> str:
+    m, t = arm[key], arm["train"]
     cg, cr = m["consistency"]["generated"], m["consistency"]["real_heldout"]
     per = " ".join(f"{e[:3]} {v:.2f}" for e, v in cg["k1"]["per_class"].items())
     return (
@@ -112,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--n-per-class", type=int, default=100)
     p.add_argument("--n-fd", type=int, default=500)
     p.add_argument("--no-ablation", action="store_true")
+    p.add_argument("--raw", action="store_true", help="also score each arm's raw (non-EMA) G")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", default="/tmp/gan_bench/cache")
@@ -148,6 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     for name, arm in results.items():
         print(_row(name, arm))
+        if "metrics_raw" in arm:
+            print(_row("  same, raw G (no EMA)", arm, "metrics_raw"))
     out = {
         "threads": args.threads,
         "args": {k: str(v) for k, v in vars(args).items()},

@@ -209,7 +209,7 @@ def _cfg(**gan) -> Config:
 
 
 def test_train_smoke_resume_generate_evaluate(tiny_run):
-    from sound2sight.gan_metrics import evaluate_gan
+    from sound2sight.gan_eval import evaluate_gan
     from sound2sight.train.gan import train_gan
 
     cfg = _cfg(steps=2, fd_samples=6)
@@ -240,6 +240,13 @@ def test_train_smoke_resume_generate_evaluate(tiny_run):
     assert m["fd_effnet"]["generated"] >= 0 and 0 <= m["probe"]["generated"]["balanced"] <= 1
     assert json.loads((gan / "metrics.json").read_text())["step"] in (2, 4)  # the best one
     assert all((gan / f"grid_{e}.png").is_file() for e in EMOTIONS)
+    raw = evaluate_gan(cfg, tiny_run, n_per_class=3, n_fd=6, checkpoint="last", weights="G")
+    assert raw["weights"] == "G" and (gan / "metrics_raw.json").is_file()
+    assert json.loads((gan / "metrics.json").read_text())["weights"] == "G_ema"  # not overwritten
+    G_raw, _ = load_generator(gan / "last.pt", weights="G")
+    assert not torch.equal(G_raw.out_conv.weight, G.out_conv.weight)
+    with pytest.raises(ValueError, match="weights"):
+        load_generator(gan / "last.pt", weights="D")
 
 
 def test_image_condition_admits_unlabelled(tiny_run, monkeypatch):

@@ -1,4 +1,4 @@
-"""GAN metrics in EfficientNet-Lite0 feature space, and the GAN stage's evaluation.
+"""GAN metrics in EfficientNet-Lite0 feature space (the stage's evaluation: :mod:`sound2sight.gan_eval`).
 
 Generated and real images go through the same frozen EfficientNet-Lite0 at 224 px;
 real paintings are first resized to the GAN's resolution so both sides carry the same
@@ -39,7 +39,6 @@ __all__ = [
     "probe_consistency",
     "effnet_features",
     "cached_real_features",
-    "evaluate_gan",
 ]
 
 log = logging.getLogger(__name__)
@@ -281,119 +280,3 @@ def cached_real_features(cfg, model, paths: Sequence[str], images: torch.Tensor)
             cache.put(keys[i], f)
             rows[i] = f
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 1280), np.float32)
-
-
-def evaluate_gan(
-    cfg,
-    run_dir,
-    *,
-    n_per_class: int = 100,
-    n_fd: int = 500,
-    checkpoint: str = "best",
-    device: str | None = None,
-) -> dict:
-    """Score the EMA generator of ``run_dir/gan`` and write ``gan/metrics.json`` and grids.
-
-    Images are generated from held-out (``test``, else ``val``) projected audio
-    embeddings, ``n_per_class`` per emotion for consistency and diversity, plus ``n_fd``
-    with the training label mix for FD-EffNet and KID against the real training paintings.
-
-    Parameters
-    ----------
-    cfg : Config
-        ``cfg.seed`` fixes the noise and conditions; the GAN's own config comes from the
-        checkpoint.
-    run_dir : path-like
-        A run directory with ``data/``, ``align/`` and ``gan/{best,last}.pt``.
-    n_per_class, n_fd : int > 0
-        Generated images per emotion; generated images for FD-EffNet/KID.
-    checkpoint : {"best", "last"}
-        Which checkpoint to score.
-    """
-    from pathlib import Path
-
-    from sound2sight.datasets.base import ArtItem, read_manifest
-    from sound2sight.gan_data import audio_bank, load_align, load_art_images, save_grid
-    from sound2sight.io import atomic_write_json, safe_torch_load
-    from sound2sight.labels import EMOTIONS
-    from sound2sight.models.gan import generate, load_generator
-    from sound2sight.models.image import load_image_encoder
-    from sound2sight.train.common import resolve_device
-
-    run_dir, names = Path(run_dir), list(EMOTIONS)
-    dev = resolve_device(device or cfg.device)
-    path = run_dir / "gan" / f"{checkpoint}.pt"
-    G, gcfg = load_generator(path, device=dev)
-    state = safe_torch_load(path)
-    joint, aud = load_align(run_dir)
-    held = "test" if (aud["splits"] == "test").any() else "val"
-    bank = audio_bank(joint, aud, splits=(held,))
-    items = [it for it in read_manifest(run_dir / "data" / "art_manifest.csv", ArtItem) if it.label]
-    images, keep = load_art_images(
-        [it.path for it in items], size=gcfg.resolution, workers=max(1, cfg.image.num_workers)
-    )
-    items = [items[i] for i in keep]
-    y = np.array([names.index(it.label) for it in items])
-    is_train = np.array([it.split == "train" for it in items])
-    model, _ = load_image_encoder(device=dev)
-    real = cached_real_features(cfg, model, [it.path for it in items], images)  # (N, 1280)
-    ref, ref_y, hx, hy = real[is_train], y[is_train], real[~is_train], y[~is_train]
-    classes = [c for c in range(len(names)) if c in bank.index and (ref_y == c).any()]
-    gen = torch.Generator().manual_seed(cfg.seed + 10)
-    intended = torch.tensor(classes).repeat_interleave(n_per_class)
-    imgs = generate(G, bank.sample(intended, generator=gen), generator=gen)  # (N, R, R, 3)
-    gfeat, gy = effnet_features(model, imgs), intended.numpy()
-    freq = np.bincount(ref_y, minlength=len(names))[classes].astype(float)
-    fd_y = torch.tensor(classes)[
-        torch.multinomial(torch.tensor(freq / freq.sum()), n_fd, True, generator=gen)
-    ]
-    fd_feat = effnet_features(model, generate(G, bank.sample(fd_y, generator=gen), generator=gen))
-    hx_fd = hx[np.random.default_rng(cfg.seed).permutation(len(hx))[:n_fd]]  # same count as fakes
-    kid_m = min(500, n_fd)  # one KID subset size for both sets, so the two compare
-    metrics = {
-        "checkpoint": str(path),
-        "step": int(state["step"]),
-        "conditions": f"audio:{held}",
-        "resolution": gcfg.resolution,
-        "n_per_class": n_per_class,
-        "n_reference": int(len(ref)),
-        "n_real_heldout": int(len(hx)),
-        "training": {
-            "steps": int(state["step"]),
-            "wall_seconds": float(state["wall_seconds"]),
-            "device": state.get("device", "?"),
-            "condition": gcfg.condition,
-            "ema": gcfg.ema,
-            "diffaugment": gcfg.diffaugment,
-        },
-        "consistency": {
-            "generated": consistency(gfeat, gy, ref, ref_y, names=names),
-            "real_heldout": consistency(hx, hy, ref, ref_y, names=names),
-        },
-        "probe": probe_consistency(
-            ref, ref_y, {"generated": (gfeat, gy), "real_heldout": (hx, hy)}, names=names
-        ),
-        "fd_effnet": {
-            "generated": frechet_distance(fd_feat, ref),
-            "real_heldout": frechet_distance(hx_fd, ref) if len(hx_fd) > 2 else None,
-            "n": [n_fd, len(hx_fd)],
-        },
-        "kid": {
-            "generated": kid(fd_feat, ref, subset_size=kid_m, seed=cfg.seed),
-            "real_heldout": kid(hx_fd, ref, subset_size=kid_m, seed=cfg.seed),
-        },
-        "diversity": diversity(gfeat, gy, real, y, names=names),
-    }
-    out = run_dir / "gan"
-    for c in classes:
-        save_grid(imgs[gy == c][:32], out / f"grid_{names[c]}.png", cols=8)
-    atomic_write_json(out / "metrics.json", metrics)
-    cg, cr = metrics["consistency"]["generated"], metrics["consistency"]["real_heldout"]
-    fd = metrics["fd_effnet"]
-    log.info(
-        "GAN: consistency k1/k5 %.3f/%.3f (real held-out %.3f/%.3f), FD-EffNet %.2f (real %s), "
-        "diversity ratio %.2f",
-        *(cg["k1"]["balanced"], cg["k5"]["balanced"], cr["k1"]["balanced"], cr["k5"]["balanced"]),
-        *(fd["generated"], fd["real_heldout"], metrics["diversity"]["mean_ratio"]),
-    )
-    return metrics

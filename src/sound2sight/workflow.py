@@ -53,7 +53,7 @@ def _gan(cfg: Config, run_dir: Path) -> dict:
 
 
 def _gan_eval(cfg: Config, run_dir: Path) -> dict:
-    from sound2sight.gan_metrics import evaluate_gan
+    from sound2sight.gan_eval import evaluate_gan
 
     return evaluate_gan(cfg, run_dir, n_per_class=cfg.gan.eval_per_class, n_fd=cfg.gan.eval_fd)
 

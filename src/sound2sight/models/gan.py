@@ -235,7 +235,7 @@ def make_ema(model: nn.Module) -> nn.Module:
 
 
 def load_generator(
-    path: str | os.PathLike, *, device: str | torch.device = "cpu"
+    path: str | os.PathLike, *, device: str | torch.device = "cpu", weights: str = "G_ema"
 ) -> tuple[Generator, GANConfig]:
     """The EMA generator of a GAN checkpoint, in eval mode, with its config.
 
@@ -243,6 +243,8 @@ def load_generator(
     ----------
     path : path-like
         ``best.pt`` or ``last.pt`` written by :func:`sound2sight.train.gan.train_gan`.
+    weights : {"G_ema", "G"}
+        The EMA weights (what every sampler uses) or the raw generator's (for ablations).
     """
     from sound2sight.config import config_from_dict
     from sound2sight.io import safe_torch_load
@@ -252,7 +254,9 @@ def load_generator(
         raise ValueError(f"{path}: not a GAN checkpoint (no G_ema/config)")
     cfg = config_from_dict(state["config"]).gan
     G = Generator(cfg)
-    G.load_state_dict(state["G_ema"])
+    if weights not in ("G_ema", "G"):
+        raise ValueError(f"weights={weights!r}: expected 'G_ema' or 'G'")
+    G.load_state_dict(state[weights])
     return G.to(device).eval().requires_grad_(False), cfg
 
 

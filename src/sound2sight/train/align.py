@@ -47,6 +47,8 @@ from sound2sight.train.features import (
 __all__ = [
     "extract_image_features",
     "balanced_batch",
+    "new_heads",
+    "fit_epoch",
     "train_align",
 ]
 
@@ -126,7 +128,7 @@ def _audio_to_image(joint, dev, a_x, a_y, i_x, i_y) -> dict:
     return retrieval_metrics(za, a_y, _embed(joint.embed_image, i_x, dev), i_y)
 
 
-def _new_heads(cfg: Config, dev: torch.device, audio_fit: np.ndarray, image_fit: np.ndarray):
+def new_heads(cfg: Config, dev: torch.device, audio_fit: np.ndarray, image_fit: np.ndarray):
     """Fresh heads standardised on the inputs they will fit, with optimiser and schedule."""
     a = cfg.align
     joint = JointSpace(audio_dim=audio_fit.shape[1], image_dim=image_fit.shape[1], cfg=a)
@@ -140,7 +142,7 @@ def _new_heads(cfg: Config, dev: torch.device, audio_fit: np.ndarray, image_fit:
     return joint, opt, sched
 
 
-def _fit_epoch(cfg: Config, joint, opt, sched, epoch: int, audio, image, dev) -> float:
+def fit_epoch(cfg: Config, joint, opt, sched, epoch: int, audio, image, dev) -> float:
     """One epoch of class-balanced batches; ``audio``/``image`` are (features, int labels)."""
     a = cfg.align
     xa, ya = (torch.from_numpy(v) for v in audio)
@@ -222,7 +224,7 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool) -> dict:
         log.warning("no test speakers in the audio manifest; reporting on val")
         a_test = a_val
     xa_tr, ya_tr = aud["embeddings"][a_tr], ay[a_tr]
-    joint, opt, sched = _new_heads(cfg, dev, xa_tr, img["feats"])
+    joint, opt, sched = new_heads(cfg, dev, xa_tr, img["feats"])
     ckpt = Checkpointer(out, cfg)
     start, best, best_epoch, bad, history = 0, -math.inf, -1, 0, []
     state = ckpt.load_last() if resume else None
@@ -240,7 +242,7 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool) -> dict:
     for epoch in range(start, a.epochs):
         if bad >= a.patience:
             break
-        loss = _fit_epoch(cfg, joint, opt, sched, epoch, (xa_tr, ya_tr), (img["feats"], iy), dev)
+        loss = fit_epoch(cfg, joint, opt, sched, epoch, (xa_tr, ya_tr), (img["feats"], iy), dev)
         joint.eval()
         val_src = a_val if a_val.any() else a_tr
         a2i = _audio_to_image(joint, dev, aud["embeddings"][val_src], ay[val_src], img["feats"], iy)
@@ -301,9 +303,9 @@ def _unseen_art(cfg: Config, dev, data: dict, *, epochs: int) -> dict:
     a_tr, held = aud["splits"] == "train", img["splits"] == "test"
     seed_everything(cfg.seed)
     audio, image = (aud["embeddings"][a_tr], ay[a_tr]), (img["feats"][~held], iy[~held])
-    joint, opt, sched = _new_heads(cfg, dev, audio[0], image[0])
+    joint, opt, sched = new_heads(cfg, dev, audio[0], image[0])
     for epoch in range(epochs):
-        _fit_epoch(cfg, joint, opt, sched, epoch, audio, image, dev)
+        fit_epoch(cfg, joint, opt, sched, epoch, audio, image, dev)
     joint.eval()
     za = _embed(joint.embed_audio, aud["embeddings"][a_test], dev)
     zi = _embed(joint.embed_image, img["feats"], dev)
