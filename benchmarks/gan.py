@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--n-per-class", type=int, default=100)
     p.add_argument("--n-fd", type=int, default=500)
     p.add_argument("--no-ablation", action="store_true")
+    p.add_argument("--only", choices=["main", "ablation"], help="train and score one arm only")
     p.add_argument("--raw", action="store_true", help="also score each arm's raw (non-EMA) G")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1)
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
             [*base, "gan.ema=0.0", "gan.diffaugment="],
         )
     results = {}
+    if args.only:  # e.g. train the ablation arm in a second process; a full run then resumes it
+        arms = {k: v for k, v in arms.items() if k.startswith("ema") == (args.only == "main")}
     for name, (run, overrides) in arms.items():
         stage_inputs(args.source_run or (args.run if run != args.run else None), run)
         results[name] = run_arm(name, run, overrides, args)
