@@ -332,6 +332,42 @@ def test_bad_override_is_a_config_error_naming_the_key(override, problem):
         load_config(overrides=[override])
 
 
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [
+        ("train.epochs=0", r"train\.epochs=0: must be > 0"),
+        ("train.lr=-1e-3", r"train\.lr=-0\.001: must be > 0"),
+        ("align.temperature=0", r"align\.temperature=0\.0: must be > 0"),
+        ("classifier.dropout=1.0", r"classifier\.dropout=1\.0: must be in \[0, 1\)"),
+        ("gan.ema=1", r"gan\.ema=1\.0: must be in \[0, 1\)"),
+        ("gan.resolution=96", r"gan\.resolution=96: must be one of 64, 128"),
+        ("gan.condition=text", r"gan\.condition='text': must be one of 'audio', 'image'"),
+        ("classifier.arch=transformer", r"classifier\.arch='transformer': must be one of"),
+        ("data.audio_format=mp3", r"data\.audio_format='mp3': must be one of"),
+        ("data.n_folds=1", r"data\.n_folds=1: must be >= 2"),
+        ("data.test_fold=5", r"data\.test_fold=5: must be in \[0, data\.n_folds\)"),
+        ("audio.fmax=9000", r"audio\.fmax=9000\.0: must be in \(fmin, sample_rate / 2\]"),
+        ("audio.win_length=1024", r"audio\.win_length=1024: must be <= audio\.n_fft"),
+        ("pipeline.k_neighbours=-2", r"pipeline\.k_neighbours=-2: must be > 0"),
+        ("train.mixup=-0.5", r"train\.mixup=-0\.5: must be >= 0"),
+    ],
+)
+def test_out_of_range_value_is_a_config_error_naming_the_key(override, problem):
+    with pytest.raises(ConfigError, match=problem):
+        load_config(overrides=[override])
+
+
+def test_every_range_rule_names_a_real_key_and_defaults_pass():
+    from sound2sight.config import _RULES, Config, validate
+
+    cfg = validate(Config())  # the defaults satisfy every rule
+    for key in _RULES:
+        section, name = key.split(".")
+        assert hasattr(getattr(cfg, section), name), key
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    assert validate(load_config(demo)) is not None
+
+
 def test_missing_config_file_names_it(tmp_path):
     with pytest.raises(ConfigError, match=f"{tmp_path / 'nope.yaml'}: cannot read config"):
         load_config(tmp_path / "nope.yaml")

@@ -1,8 +1,8 @@
 """Dataclass configs.
 
 Defaults live here, one comment per field.  An experiment YAML holds only what
-differs from them; ``--set a.b=v`` overrides one value.  An unknown key or a value of
-the wrong type raises :class:`ConfigError` naming the key.
+differs from them; ``--set a.b=v`` overrides one value.  An unknown key, a value of
+the wrong type or out of range raises :class:`ConfigError` naming the key.
 
 >>> cfg = load_config(overrides=["audio.n_mels=80", "classifier.arch=vgg"])
 >>> cfg.audio.n_mels, cfg.classifier.arch
@@ -32,6 +32,7 @@ __all__ = [
     "PipelineConfig",
     "Config",
     "ConfigError",
+    "validate",
     "load_config",
     "config_to_dict",
     "config_from_dict",
@@ -253,9 +254,74 @@ def _from_dict(cls: type, data: dict, *, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+_POS = (lambda v: v > 0, "> 0")
+_NONNEG = (lambda v: v >= 0, ">= 0")
+_FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def _one_of(*options):
+    return (lambda v: v in options, "one of " + ", ".join(map(repr, options)))
+
+
+# value ranges checked when a config is loaded: a bad value fails here, naming its key,
+# instead of deep inside a training loop
+_POSITIVE_KEYS = """
+audio.sample_rate audio.duration audio.n_fft audio.win_length audio.hop_length audio.n_mels
+audio.top_db audio.target_rms audio.silence_rms audio.max_seconds classifier.width
+classifier.depth classifier.embed_dim train.epochs train.batch_size train.lr train.patience
+tune.n_trials tune.epochs image.image_size image.batch_size image.max_pixels align.dim
+align.epochs align.batch_per_class align.lr align.temperature align.steps_per_epoch
+align.patience gan.z_dim gan.g_ch gan.d_ch gan.steps gan.batch_size gan.lr_g gan.lr_d
+gan.sample_every gan.ckpt_every gan.cond_dim gan.d_steps gan.eval_per_class gan.eval_fd
+pipeline.n_images pipeline.k_neighbours pipeline.window_seconds pipeline.hop_seconds
+"""
+_NONNEGATIVE_KEYS = """
+audio.fmin data.workers train.weight_decay train.freq_mask train.time_mask train.mixup
+train.gain_db train.crop_frames train.num_workers image.num_workers align.hidden
+align.weight_decay align.audio_hidden align.cross_weight align.prototype_weight
+align.gap_weight align.map_points gan.fd_samples
+"""
+_FRACTION_KEYS = "data.val_fraction classifier.dropout align.dropout align.audio_dropout gan.ema"
+_RULES: dict[str, tuple] = {
+    **dict.fromkeys(_POSITIVE_KEYS.split(), _POS),
+    **dict.fromkeys(_NONNEGATIVE_KEYS.split(), _NONNEG),
+    **dict.fromkeys(_FRACTION_KEYS.split(), _FRACTION),
+    "data.n_folds": (lambda v: v >= 2, ">= 2"),
+    "classifier.arch": _one_of("vgg", "resnet", "crnn"),
+    "data.audio_format": _one_of("auto", "ravdess", "crema_d", "tess", "savee", "folder"),
+    "gan.resolution": _one_of(64, 128),
+    "gan.condition": _one_of("audio", "image"),
+}
+
+
+def validate(cfg: Config) -> Config:
+    """Check value ranges and the few cross-field constraints; raise :class:`ConfigError`.
+
+    >>> validate(config_from_dict({"train": {"epochs": 0}}))
+    Traceback (most recent call last):
+    ...
+    sound2sight.config.ConfigError: train.epochs=0: must be > 0
+    """
+    for key, (ok, desc) in _RULES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r}: must be {desc}")
+    a, d = cfg.audio, cfg.data
+    pairs = [
+        ("audio.fmax", a.fmax, a.fmin < a.fmax <= a.sample_rate / 2, "in (fmin, sample_rate / 2]"),
+        ("audio.win_length", a.win_length, a.win_length <= a.n_fft, "<= audio.n_fft"),
+        ("data.test_fold", d.test_fold, 0 <= d.test_fold < d.n_folds, "in [0, data.n_folds)"),
+    ]
+    for key, value, ok, desc in pairs:
+        if not ok:
+            raise ConfigError(f"{key}={value!r}: must be {desc}")
+    return cfg
+
+
 def config_from_dict(data: dict | None) -> Config:
-    """Build a :class:`Config` from a (partial) nested mapping, checking every key."""
-    return _from_dict(Config, data or {})
+    """Build a :class:`Config` from a (partial) nested mapping, checking every key and range."""
+    return validate(_from_dict(Config, data or {}))
 
 
 def config_to_dict(cfg: Any) -> dict:
