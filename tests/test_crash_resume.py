@@ -193,8 +193,14 @@ def test_mel_cache_build_killed_midway_is_completed_by_a_rerun(tmp_path):
     for entry in done:  # a kill never leaves a partial entry under the final name
         assert np.load(entry, allow_pickle=False).shape == (32, 101), entry
     assert all(p.name.startswith(".") for p in _temps(root)), "temporary files are hidden"
+    orphan = root / done[0].parent.parent.name / "ab" / f".ab{'0' * 62}.npy.{child.pid}-1.tmp"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"partial")  # what a kill between open() and rename() leaves
+    for tmp in _temps(root):  # a minute old: past the grace a live writer gets
+        os.utime(tmp, (time.time() - 120, time.time() - 120))
 
     batch, cache = build_mel_cache(paths, cfg, root, workers=1, progress=False)
+    assert _temps(root) == [], "the rerun sweeps the dead writer's temporary files"
     assert (batch.hits, batch.misses, batch.failures) == (len(done), 24 - len(done), [])
     mels = batch.load(cache)  # (24, 32, 101)
     assert len(entries()) == 24
@@ -202,3 +208,25 @@ def test_mel_cache_build_killed_midway_is_completed_by_a_rerun(tmp_path):
         assert np.load(entry, allow_pickle=False).shape == (32, 101), entry
     fresh, fresh_cache = build_mel_cache(paths, cfg, tmp_path / "fresh", workers=1, progress=False)
     np.testing.assert_array_equal(mels, fresh.load(fresh_cache))  # same numbers as no kill
+
+
+def test_cache_sweep_spares_live_and_fresh_writers(tmp_path):
+    from sound2sight.cache import FeatureCache
+
+    cache = FeatureCache(tmp_path, namespace="ns")
+    folder = tmp_path / "ns" / "ab"
+    folder.mkdir(parents=True)
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    old, now = time.time() - 120, time.time()
+    files = {
+        "live_old": (folder / f".ab1.npy.{os.getpid()}-1.tmp", old),  # live writer, 2 min: kept
+        "dead_fresh": (folder / f".ab2.npy.{dead}-1.tmp", now),  # dead but just written: kept
+        "dead_old": (folder / f".ab3.npy.{dead}-1.tmp", old),  # dead and old: removed
+        "ancient": (folder / f".ab4.npy.{os.getpid()}-1.tmp", now - 7200),  # > 1 h: removed
+        "entry": (folder / "ab5.npy", old),  # a finished entry is never touched
+    }
+    for path, mtime in files.values():
+        path.write_bytes(b"x")
+        os.utime(path, (mtime, mtime))
+    assert cache.sweep_temps() == 2
+    assert {k for k, (p, _) in files.items() if p.exists()} == {"live_old", "dead_fresh", "entry"}

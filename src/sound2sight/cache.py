@@ -58,12 +58,48 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 class FeatureCache:
     """Arrays keyed by content hash inside one config namespace."""
+
+    _swept: set[Path] = set()  # namespaces already swept by this process
 
     def __init__(self, root: str | os.PathLike, *, namespace: str) -> None:
         self.root = Path(root) / namespace
         self.namespace = namespace
+        if self.root not in FeatureCache._swept:
+            FeatureCache._swept.add(self.root)
+            self.sweep_temps()
+
+    def sweep_temps(self, *, dead_after: float = 60.0, any_after: float = 3600.0) -> int:
+        """Delete temporary files a killed writer left behind; return how many.
+
+        A ``.<key>.npy.<pid>-<tid>.tmp`` goes once it is ``dead_after`` seconds old and its
+        process is gone, or ``any_after`` seconds old whatever the process (one entry is
+        written in milliseconds, so a live writer never loses its file).
+        """
+        removed, now = 0, time.time()
+        for tmp in self.root.glob("*/.*.npy.*.tmp"):
+            try:
+                age = now - tmp.stat().st_mtime
+                pid = int(tmp.name.rsplit(".", 2)[-2].split("-")[0])
+            except (OSError, ValueError):
+                continue
+            if age > any_after or (age > dead_after and not _alive(pid)):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.info("%s: removed %d temporary file(s) left by killed writers", self.root, removed)
+        return removed
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"
