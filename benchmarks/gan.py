@@ -140,16 +140,21 @@ def main(argv: list[str] | None = None) -> dict:
         f"gan.sample_every={max(50, args.steps // 6)}",
         *args.set,
     ]
-    arms = {"ema+diffaugment": (args.run, base)}
-    if not args.no_ablation:
-        arms["no ema, no diffaugment"] = (
+    main_cfg = load_config(overrides=base).gan
+    label = ("ema" if main_cfg.ema > 0 else "no ema") + (
+        "+diffaugment" if main_cfg.diffaugment else ", no diffaugment"
+    )
+    arms = {"main": (label, args.run, base)}
+    if not args.no_ablation and label != "no ema, no diffaugment":
+        arms["ablation"] = (
+            "no ema, no diffaugment",
             args.run.parent / (args.run.name + "_ablation"),
             [*base, "gan.ema=0.0", "gan.diffaugment="],
         )
-    results = {}
     if args.only:  # e.g. train the ablation arm in a second process; a full run then resumes it
-        arms = {k: v for k, v in arms.items() if k.startswith("ema") == (args.only == "main")}
-    for name, (run, overrides) in arms.items():
+        arms = {args.only: arms[args.only]}
+    results = {}
+    for name, run, overrides in arms.values():
         stage_inputs(args.source_run or (args.run if run != args.run else None), run)
         results[name] = run_arm(name, run, overrides, args)
     print(
@@ -169,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         fds = [a["metrics"]["fd_effnet"]["generated"] for a in results.values()]
         out["fd_reduction_ema_diffaugment"] = 1 - fds[0] / fds[1]
         print(
-            f"\nEMA + DiffAugment change FD-EffNet by {-100 * out['fd_reduction_ema_diffaugment']:+.1f}%"
+            f"\n{label} vs neither: FD-EffNet {-100 * out['fd_reduction_ema_diffaugment']:+.1f}%"
             f" ({fds[1]:.1f} -> {fds[0]:.1f})"
         )
     atomic_write_json(args.out, out)
