@@ -129,7 +129,27 @@ def _audio_to_image(joint, dev, a_x, a_y, i_x, i_y) -> dict:
 
 
 def new_heads(cfg: Config, dev: torch.device, audio_fit: np.ndarray, image_fit: np.ndarray):
-    """Fresh heads standardised on the inputs they will fit, with optimiser and schedule."""
+    """Fresh heads standardised on the inputs they will fit, with optimiser and schedule.
+
+    Parameters
+    ----------
+    cfg : Config
+        ``cfg.align`` sizes the heads and sets AdamW and the cosine schedule (over
+        ``epochs * steps_per_epoch`` steps).
+    dev : torch.device
+        Where the heads live.
+    audio_fit, image_fit : ndarray (Na, Da), (Ni, Di) float32
+        Training inputs of each modality (their mean and std become the heads' buffers).
+
+    Returns
+    -------
+    (JointSpace, torch.optim.AdamW, torch.optim.lr_scheduler.CosineAnnealingLR)
+
+    >>> from sound2sight.config import load_config
+    >>> j, opt, sched = new_heads(load_config(), torch.device("cpu"), np.ones((4, 8), np.float32), np.ones((5, 12), np.float32))
+    >>> j.embed_audio(torch.zeros(2, 8)).shape
+    torch.Size([2, 128])
+    """
     a = cfg.align
     joint = JointSpace(audio_dim=audio_fit.shape[1], image_dim=image_fit.shape[1], cfg=a)
     joint.audio.set_input_stats(torch.from_numpy(audio_fit))
@@ -143,7 +163,31 @@ def new_heads(cfg: Config, dev: torch.device, audio_fit: np.ndarray, image_fit: 
 
 
 def fit_epoch(cfg: Config, joint, opt, sched, epoch: int, audio, image, dev) -> float:
-    """One epoch of class-balanced batches; ``audio``/``image`` are (features, int labels)."""
+    """One epoch of class-balanced batches under the stage's loss; returns the mean loss.
+
+    Parameters
+    ----------
+    cfg : Config
+        ``cfg.align``: steps, batch size per class, loss weights; ``cfg.seed`` and
+        ``epoch`` seed the batch draws, so a resumed epoch repeats exactly.
+    joint : JointSpace
+        The heads (``joint.audio`` may be any module mapping ``audio[0]`` rows to the space).
+    opt, sched : optimiser and scheduler
+        Stepped once per batch.
+    epoch : int >= 0
+        Epoch number (seeds this epoch's batches).
+    audio, image : (ndarray (Na, ...) float32, ndarray (Na,) int64), likewise for images
+        Features and emotion indices of each modality.
+    dev : torch.device
+        Where batches go.
+
+    >>> from sound2sight.config import load_config
+    >>> cfg = load_config(overrides=["align.steps_per_epoch=2", "align.batch_per_class=2"])
+    >>> x, y = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32), np.arange(6) % 3
+    >>> j, opt, sched = new_heads(cfg, torch.device("cpu"), x, x)
+    >>> loss = fit_epoch(cfg, j, opt, sched, 0, (x, y), (x, y), torch.device("cpu")); loss > 0
+    True
+    """
     a = cfg.align
     xa, ya = (torch.from_numpy(v) for v in audio)
     xi, yi = (torch.from_numpy(v) for v in image)
