@@ -1,4 +1,4 @@
-"""Pure classification metrics and a confusion-matrix figure.
+"""Pure classification metrics and the figures the stages save (confusion, curves, embedding map).
 
 All functions take integer class indices (``y_true``, ``y_pred`` of shape ``(N,)``) and
 return plain Python numbers or lists, so results drop straight into ``metrics.json``.
@@ -26,6 +26,7 @@ __all__ = [
     "classification_report",
     "plot_confusion",
     "plot_history",
+    "plot_embedding_map",
 ]
 
 
@@ -191,5 +192,70 @@ def plot_history(history: list[dict], path: str | os.PathLike) -> Path:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_embedding_map(
+    path: str | os.PathLike,
+    audio: tuple[np.ndarray, np.ndarray],
+    image: tuple[np.ndarray, np.ndarray],
+    *,
+    labels: Sequence[str],
+    points: int = 240,
+    seed: int = 0,
+) -> Path:
+    """Save a t-SNE map of the shared space: colour = emotion, marker = modality (PNG).
+
+    Parameters
+    ----------
+    path : path-like
+        PNG to write (atomically).
+    audio, image : (ndarray (N, D) float, ndarray (N,) int)
+        Embeddings and class indices of each modality.
+    labels : sequence of str
+        Class names, indexed by the class indices.
+    points : int > 0
+        Points per modality, drawn class-balanced (all of a class smaller than its share).
+    seed : int
+        Subsample and t-SNE seed.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    from sound2sight.io import atomic_write_bytes
+
+    rng = np.random.default_rng(seed)
+    per = max(1, points // len(labels))
+    picked = []
+    for z, y in (audio, image):
+        idx = [
+            rng.choice(np.flatnonzero(y == c), min(per, int((y == c).sum())), replace=False)
+            for c in np.unique(y)
+        ]
+        keep = np.sort(np.concatenate(idx))
+        picked.append((z[keep], y[keep]))
+    z = np.concatenate([picked[0][0], picked[1][0]])  # (Na + Ni, D)
+    xy = TSNE(
+        2, init="pca", perplexity=min(30, len(z) - 1), max_iter=500, random_state=seed
+    ).fit_transform(z)  # (Na + Ni, 2)
+    n_a = len(picked[0][0])
+    palette = ["tab:red", "tab:orange", "tab:blue", "tab:green", "tab:purple", "tab:brown"]
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    for m, (sl, (_, ys), name) in enumerate(
+        ((slice(0, n_a), picked[0], "audio"), (slice(n_a, None), picked[1], "image"))
+    ):
+        for c, emo in enumerate(labels):
+            pts = xy[sl][ys == c]
+            colour = palette[c % len(palette)]
+            ax.scatter(*pts.T, s=14, c=colour, marker="o^"[m], alpha=0.6, label=f"{emo} ({name})")
+    ax.set_title("Shared space (t-SNE): colour = emotion, marker = modality")
+    ax.legend(fontsize=7, markerscale=1.2)
+    ax.set_xticks([]), ax.set_yticks([])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())

@@ -13,7 +13,6 @@ validation retrieval top-1, and writes ``align/{best,last}.pt``, ``metrics.json`
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import math
@@ -25,9 +24,10 @@ import torch
 from tqdm.auto import tqdm
 
 from sound2sight.config import Config
-from sound2sight.io import atomic_write_bytes, atomic_write_json
+from sound2sight.io import atomic_write_json
 from sound2sight.labels import EMOTIONS
 from sound2sight.losses import class_centroid_gap, cross_modal_supcon, prototype_loss
+from sound2sight.metrics import plot_embedding_map
 from sound2sight.models.heads import JointSpace
 from sound2sight.retrieval import Gallery, class_ranking_map, retrieval_metrics
 from sound2sight.train.common import (
@@ -84,42 +84,6 @@ def _embed(fn, x: np.ndarray, device: torch.device) -> np.ndarray:
 def _index(labels: np.ndarray) -> np.ndarray:
     lookup = {e: i for i, e in enumerate(EMOTIONS)}
     return np.array([lookup[str(x)] for x in labels], dtype=np.int64)
-
-
-def _embedding_map(path: Path, za, ya, zi, yi, *, points: int, seed: int) -> None:
-    """t-SNE of a class-balanced subsample: colour = emotion, marker = modality."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
-
-    rng = np.random.default_rng(seed)
-    per = max(1, points // len(EMOTIONS))
-    pick = [balanced_batch(y, per_class=min(per, np.bincount(y).max()), rng=rng) for y in (ya, yi)]
-    pick = [np.unique(p) for p in pick]
-    z = np.concatenate([za[pick[0]], zi[pick[1]]])
-    xy = TSNE(
-        2, init="pca", perplexity=min(30, len(z) - 1), max_iter=500, random_state=seed
-    ).fit_transform(z)
-    n_a = len(pick[0])
-    colours = {"angry": "tab:red", "happy": "tab:orange", "sad": "tab:blue"}
-    fig, ax = plt.subplots(figsize=(6.5, 6))
-    for m, (sl, ys, name) in enumerate(
-        ((slice(0, n_a), ya[pick[0]], "audio"), (slice(n_a, None), yi[pick[1]], "image"))
-    ):
-        for c, emo in enumerate(EMOTIONS):
-            pts = xy[sl][ys == c]
-            ax.scatter(
-                *pts.T, s=14, c=colours[emo], marker="o^"[m], alpha=0.6, label=f"{emo} ({name})"
-            )
-    ax.set_title("Shared space (t-SNE): colour = emotion, marker = modality")
-    ax.legend(fontsize=7, markerscale=1.2)
-    ax.set_xticks([]), ax.set_yticks([])
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 @torch.no_grad()
@@ -407,8 +371,13 @@ def _report(cfg, run_dir, joint, dev, data, *, history, summary) -> dict:
         make_thumbnails(img["paths"], workers=max(1, cfg.image.num_workers)),
     ).save(out / "gallery.npz")
     if cfg.align.map_points > 0:
-        _embedding_map(
-            out / "embedding_map.png", za, ya, zi, iy, points=cfg.align.map_points, seed=cfg.seed
+        plot_embedding_map(
+            out / "embedding_map.png",
+            (za, ya),
+            (zi, iy),
+            labels=EMOTIONS,
+            points=cfg.align.map_points,
+            seed=cfg.seed,
         )
     atomic_write_json(out / "metrics.json", metrics)
     r = metrics["audio_to_image"]["gallery_all"]
