@@ -137,10 +137,11 @@ def pool(reports: list[dict]) -> dict:
     for c in classes:
         rows = [r["per_class"][c] for r in reports if c in r["per_class"]]
         nc = [x["n"] for x in rows]
+        recall_c = {k: _wmean([x["recall"][k] for x in rows], nc) for k in ks}
         per_class[c] = {
             "n": int(sum(nc)),
-            "top1": _wmean([x["top1"] for x in rows], nc),
-            "recall": {k: _wmean([x["recall"][k] for x in rows], nc) for k in ks},
+            "top1": recall_c.get("1"),  # top-1 is R@1, as in retrieval_metrics
+            "recall": recall_c,
             "AP": _wmean([x["AP"] for x in rows], nc),
         }
     recall = {k: _wmean([r["recall"][k] for r in reports], n) for k in ks}

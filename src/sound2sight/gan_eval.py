@@ -72,9 +72,9 @@ def evaluate_gan(
     run_dir, names = Path(run_dir), list(EMOTIONS)
     dev = resolve_device(device or cfg.device)
     path = run_dir / "gan" / f"{checkpoint}.pt"
-    G, gcfg = load_generator(path, device=dev, weights=weights)
-    tag = "" if weights == "G_ema" else "_raw"
     state = safe_torch_load(path)
+    G, gcfg = load_generator(path, device=dev, weights=weights, state=state)
+    tag = "" if weights == "G_ema" else "_raw"
     joint, aud = load_align(run_dir)
     held = "test" if (aud["splits"] == "test").any() else "val"
     bank = audio_bank(joint, aud, splits=(held,))

@@ -235,7 +235,11 @@ def make_ema(model: nn.Module) -> nn.Module:
 
 
 def load_generator(
-    path: str | os.PathLike, *, device: str | torch.device = "cpu", weights: str = "G_ema"
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    weights: str = "G_ema",
+    state: dict | None = None,
 ) -> tuple[Generator, GANConfig]:
     """The EMA generator of a GAN checkpoint, in eval mode, with its config.
 
@@ -245,11 +249,14 @@ def load_generator(
         ``best.pt`` or ``last.pt`` written by :func:`sound2sight.train.gan.train_gan`.
     weights : {"G_ema", "G"}
         The EMA weights (what every sampler uses) or the raw generator's (for ablations).
+    state : dict, optional
+        The checkpoint already read from ``path`` by the caller (saves a second read).
     """
     from sound2sight.config import config_from_dict
     from sound2sight.io import safe_torch_load
 
-    state = safe_torch_load(path)
+    if state is None:
+        state = safe_torch_load(path)
     if "G_ema" not in state or "config" not in state:
         raise ValueError(f"{path}: not a GAN checkpoint (no G_ema/config)")
     cfg = config_from_dict(state["config"]).gan
