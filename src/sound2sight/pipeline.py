@@ -49,6 +49,13 @@ class Result:
     neighbours: list[Neighbour]  # nearest real artworks, best first
     n_windows: int = 1  # analysis windows pooled
     timings_ms: dict[str, float] = field(default_factory=dict)  # per-stage wall time
+    uncertain: tuple[str, str] | None = None  # the two closest emotions when the top two are near
+    image_neighbours: list[list[Neighbour]] = field(
+        default_factory=list
+    )  # per painting: the artworks nearest to it in image-feature space
+    provenance: dict[str, str] = field(
+        default_factory=dict
+    )  # part -> what it was trained on, e.g. {"voice": "pretrained on CREMA-D, 60 actors"}
 
 
 class Sound2Sight:
