@@ -43,8 +43,33 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
+def _voice(cfg: Config, classifier, recorded: list[dict] | None = None):
+    """The frozen Whisper encoder(s) a whisper-head classifier reads (None for CNNs).
+
+    A bundle records the weights' SHA-256: other weights under the same name are refused.
+    """
+    if getattr(classifier, "takes_mels", True):
+        return None
+    from sound2sight.models.voice import VoiceEncoder
+
+    voice = VoiceEncoder.load(cfg.classifier.encoder, feature_pool=cfg.classifier.feature_pool)
+    if recorded is not None:
+        want = [r["sha256"] for r in recorded]
+        have = [p["sha256"] for p in voice.provenance]
+        if want != have:
+            raise ValueError(
+                f"the bundle's voice head was trained on Whisper weights {want}, but "
+                f"{cfg.classifier.encoder!r} resolves to {have}"
+            )
+    return voice
+
+
 def load_parts(path: str | Path, *, device: str = "cpu") -> dict:
-    """``{cfg, classifier, joint, generator, gallery}`` from a run directory or a bundle."""
+    """``{cfg, classifier, joint, generator, gallery, voice}`` from a run directory or a bundle.
+
+    ``voice`` is the frozen Whisper encoder of a whisper-head classifier (None for CNNs);
+    its weights come from their pip package, never from the run or the bundle.
+    """
     from sound2sight.models.emotion import load_classifier
     from sound2sight.models.gan import load_generator
     from sound2sight.models.heads import load_joint_space
@@ -66,6 +91,7 @@ def load_parts(path: str | Path, *, device: str = "cpu") -> dict:
         "joint": joint,
         "generator": generator,
         "gallery": gallery,
+        "voice": _voice(cfg, classifier),
     }
 
 
@@ -104,6 +130,7 @@ def _load_bundle(path: Path) -> dict:
         "joint": joint,
         "generator": generator.requires_grad_(False),
         "gallery": Gallery.load(_need(path / "gallery.npz", "artwork gallery")),
+        "voice": _voice(cfg, classifier, meta.get("voice_encoder")),
     }
 
 
@@ -138,6 +165,8 @@ def export(run_dir: Path, out_dir: Path) -> Path:
             "config": config_to_dict(cfg),
             "joint": {k: v for k, v in joint.checkpoint_meta().items() if k != "align"},
             "labels": list(EMOTIONS),
+            # the frozen Whisper weights the voice head reads: named and hashed, not copied
+            "voice_encoder": parts["voice"].provenance if parts["voice"] is not None else None,
         },
     )
     atomic_write_bytes(

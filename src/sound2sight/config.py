@@ -88,7 +88,13 @@ class DataConfig:
 
 @dataclass
 class ClassifierConfig:
-    arch: str = "resnet"  # vgg | resnet | crnn (see models/emotion.py)
+    arch: str = "whisper"  # whisper (frozen Whisper encoder + head, models/voice.py) | vgg | resnet | crnn (log-Mel CNNs, models/emotion.py)
+    encoder: str = "tiny.en"  # whisper: tiny.en | base | both | a CTranslate2 dir | an openai-whisper .pt
+    layers: str = "all"  # whisper: layers the head weighs: all | last | comma list (0 = conv embedding)
+    pooling: str = "attentive"  # whisper: attentive | mean (statistics pooling over time)
+    attn_hidden: int = 128  # whisper: hidden width of the attention scorer
+    max_seconds: float = 6.0  # whisper: longest voiced span encoded per clip (s); longer is centre-cropped
+    feature_pool: int = 4  # whisper: encoder frames (20 ms) averaged per cached feature frame
     width: int = 16  # channels of the first conv stage (16: ~16 MMAC per 3 s clip)
     depth: int = 3  # conv stages
     dropout: float = 0.3  # dropout before the classifier
@@ -118,6 +124,7 @@ class TuneConfig:
     epochs: int = 12  # epochs per trial
     storage: str = ""  # Optuna storage URL; empty = sqlite:///<run>/tune/study.db
     study_name: str = "sound2sight-ser"  # shared name lets several machines join one study
+    encoders: str = "tiny.en,base,both"  # whisper: encoders the search may pick (comma list)
 
 
 @dataclass
@@ -268,7 +275,8 @@ def _one_of(*options):
 _POSITIVE_KEYS = """
 audio.sample_rate audio.duration audio.n_fft audio.win_length audio.hop_length audio.n_mels
 audio.top_db audio.target_rms audio.silence_rms audio.max_seconds classifier.width
-classifier.depth classifier.embed_dim train.epochs train.batch_size train.lr train.patience
+classifier.depth classifier.embed_dim classifier.attn_hidden classifier.max_seconds
+classifier.feature_pool train.epochs train.batch_size train.lr train.patience
 tune.n_trials tune.epochs image.image_size image.batch_size image.max_pixels align.dim
 align.epochs align.batch_per_class align.lr align.temperature align.steps_per_epoch
 align.patience gan.z_dim gan.g_ch gan.d_ch gan.steps gan.batch_size gan.lr_g gan.lr_d
@@ -287,7 +295,8 @@ _RULES: dict[str, tuple] = {
     **dict.fromkeys(_NONNEGATIVE_KEYS.split(), _NONNEG),
     **dict.fromkeys(_FRACTION_KEYS.split(), _FRACTION),
     "data.n_folds": (lambda v: v >= 2, ">= 2"),
-    "classifier.arch": _one_of("vgg", "resnet", "crnn"),
+    "classifier.arch": _one_of("whisper", "vgg", "resnet", "crnn"),
+    "classifier.pooling": _one_of("attentive", "mean"),
     "data.audio_format": _one_of("auto", "ravdess", "crema_d", "tess", "savee", "folder"),
     "gan.resolution": _one_of(64, 128),
     "gan.condition": _one_of("audio", "image"),
@@ -312,6 +321,12 @@ def validate(cfg: Config) -> Config:
         ("audio.fmax", a.fmax, a.fmin < a.fmax <= a.sample_rate / 2, "in (fmin, sample_rate / 2]"),
         ("audio.win_length", a.win_length, a.win_length <= a.n_fft, "<= audio.n_fft"),
         ("data.test_fold", d.test_fold, 0 <= d.test_fold < d.n_folds, "in [0, data.n_folds)"),
+        (
+            "classifier.max_seconds",
+            cfg.classifier.max_seconds,
+            cfg.classifier.max_seconds <= 30.0,
+            "<= 30 (Whisper's context)",
+        ),
     ]
     for key, value, ok, desc in pairs:
         if not ok:

@@ -65,13 +65,28 @@ class Sound2Sight:
     """
 
     def __init__(
-        self, *, cfg: Config, classifier, joint, generator, gallery, device: str = "cpu"
+        self,
+        *,
+        cfg: Config,
+        classifier,
+        joint,
+        generator,
+        gallery,
+        voice=None,
+        device: str = "cpu",
     ) -> None:
         from sound2sight.retrieval import NearestArtworks
 
         self.cfg = cfg
         self.device = torch.device(device)
         self.classifier = classifier.to(self.device).eval()
+        if voice is None and not getattr(classifier, "takes_mels", True):
+            from sound2sight.models.voice import VoiceEncoder
+
+            voice = VoiceEncoder.load(
+                cfg.classifier.encoder, feature_pool=cfg.classifier.feature_pool
+            )
+        self.voice = None if voice is None else voice.to(self.device).eval()  # frozen Whisper
         self.joint = joint.to(self.device).eval()
         self.generator = generator.to(self.device, memory_format=torch.channels_last).eval()
         self.logmel = LogMel(cfg.audio).to(self.device)
@@ -133,6 +148,44 @@ class Sound2Sight:
             raise AudioError(f"{name}: no speech detected (the recording is silent)")
         return np.stack(chunks)  # (n_windows, n)
 
+    def _voice_windows(self, wave: np.ndarray, name: str) -> list[np.ndarray]:
+        """Whisper path: the voiced part, cut into ``classifier.max_seconds`` windows
+        (hop: half a window) when longer; each prepared as in training."""
+        from sound2sight.voice_cache import prepare_voice
+
+        a = self.cfg.audio
+        if wave.size == 0:
+            raise AudioError(f"{name}: zero-length audio (no samples)")
+        voiced = trim_silence(wave, top_db=a.top_db)
+        win = int(self.cfg.classifier.max_seconds * a.sample_rate)
+        if len(voiced) <= win:
+            return [prepare_voice(wave, self.cfg, name=name)]
+        hop = win // 2
+        starts = list(range(0, len(voiced) - win + 1, hop))
+        if starts[-1] != len(voiced) - win:
+            starts.append(len(voiced) - win)
+        chunks = []
+        for s in starts:
+            try:
+                chunks.append(prepare_voice(voiced[s : s + win], self.cfg, name=name))
+            except AudioError:  # a silent window inside a long take is skipped
+                continue
+        if not chunks:
+            raise AudioError(f"{name}: no speech detected (the recording is silent)")
+        return chunks
+
+    def _features(self, wave: np.ndarray, name: str) -> tuple[torch.Tensor, int]:
+        """What the classifier takes, and the number of analysis windows."""
+        if self.voice is None:
+            windows = self._windows(wave, name)
+            return self.logmel(torch.from_numpy(windows).to(self.device)), len(windows)  # (W, M, T)
+        chunks = self._voice_windows(wave, name)
+        n = torch.tensor([len(c) for c in chunks])
+        batch = torch.zeros(len(chunks), int(n.max()))
+        for i, c in enumerate(chunks):
+            batch[i, : len(c)] = torch.from_numpy(c)
+        return self.voice(batch.to(self.device), n), len(chunks)  # (W, L, T, C)
+
     @torch.inference_mode()
     def __call__(
         self,
@@ -162,10 +215,9 @@ class Sound2Sight:
         t = {"start": time.perf_counter()}
         name = str(audio) if isinstance(audio, (str, Path)) else "upload"
         wave = self._waveform(audio, sample_rate)
-        windows = self._windows(wave, name)
-        mel = self.logmel(torch.from_numpy(windows).to(self.device))  # (W, n_mels, T)
+        feats, n_windows = self._features(wave, name)
         t["features"] = time.perf_counter()
-        logits, emb = self.classifier.logits_and_embedding(mel)  # (W, 3), (W, embed_dim)
+        logits, emb = self.classifier.logits_and_embedding(feats)  # (W, 3), (W, embed_dim)
         probs = torch.softmax(logits, dim=-1).mean(0)  # (3,)
         t["classify"] = time.perf_counter()
         z = self.joint.embed_audio(emb).mean(0, keepdim=True)  # (1, 128)
@@ -201,7 +253,7 @@ class Sound2Sight:
             embedding=z[0].cpu().numpy(),
             images=images,
             neighbours=neighbours,
-            n_windows=len(windows),
+            n_windows=n_windows,
             timings_ms=timings,
         )
 

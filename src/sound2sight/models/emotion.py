@@ -68,6 +68,7 @@ class _EmotionNet(nn.Module):
     """Shared plumbing: ``features`` maps ``(B, n_mels, T)`` to pooled ``(B, n_pooled)``."""
 
     head: _Head
+    takes_mels = True  # fed log-Mels (B, n_mels, T)
 
     def features(self, mel: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -199,14 +200,21 @@ ARCHITECTURES: dict[str, type[_EmotionNet]] = {
 
 
 def build_classifier(
-    cfg: ClassifierConfig, *, n_mels: int, n_classes: int = len(EMOTIONS)
-) -> _EmotionNet:
+    cfg: ClassifierConfig, *, n_mels: int = 0, n_classes: int = len(EMOTIONS)
+) -> nn.Module:
     """The architecture named by ``cfg.arch``.
+
+    ``whisper`` is the head over frozen Whisper features (:mod:`sound2sight.models.voice`;
+    its input shape comes from ``cfg.encoder``); the CNNs take log-Mels with ``n_mels`` bands.
 
     >>> build_classifier(ClassifierConfig(arch="crnn", width=8), n_mels=64)(
     ...     torch.zeros(1, 64, 301)).shape
     torch.Size([1, 3])
     """
+    if cfg.arch == "whisper":
+        from sound2sight.models.voice import WhisperHeadClassifier, feature_groups
+
+        return WhisperHeadClassifier(cfg, groups=feature_groups(cfg.encoder), n_classes=n_classes)
     if cfg.arch not in ARCHITECTURES:
         raise ValueError(f"classifier.arch={cfg.arch!r} is not one of {sorted(ARCHITECTURES)}")
     net = ARCHITECTURES[cfg.arch](cfg, n_mels=n_mels, n_classes=n_classes)
@@ -216,7 +224,7 @@ def build_classifier(
 
 def load_classifier(
     path: str | os.PathLike, *, device: str | torch.device = "cpu"
-) -> tuple[_EmotionNet, AudioConfig]:
+) -> tuple[nn.Module, AudioConfig]:
     """Load a trained classifier (``best.pt``) with the front-end config its weights expect.
 
     Returns

@@ -45,7 +45,7 @@ from sound2sight.train.common import (
     stage_dir,
 )
 
-__all__ = ["train_classifier", "predict", "load_mels", "class_weights", "main"]
+__all__ = ["train_classifier", "predict", "load_mels", "load_inputs", "class_weights", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,18 @@ def load_mels(items: list[AudioItem], cfg: Config) -> tuple[list[AudioItem], np.
         batch.seconds,
     )
     return ok, batch.load(cache)
+
+
+def load_inputs(
+    items: list[AudioItem], cfg: Config, *, progress: bool = True
+) -> tuple[list[AudioItem], np.ndarray]:
+    """What ``cfg.classifier.arch`` trains on: cached voice features (``whisper``,
+    ``(N, layers, frames, channels)`` float16) or cached log-Mels (CNNs)."""
+    if cfg.classifier.arch == "whisper":
+        from sound2sight.voice_cache import load_voice_features
+
+        return load_voice_features(items, cfg, progress=progress)
+    return load_mels(items, cfg)
 
 
 def class_weights(y: np.ndarray, *, n_classes: int) -> torch.Tensor:
@@ -128,6 +140,23 @@ def _write_predictions(path: Path, items: list[AudioItem], probs: np.ndarray) ->
             ]
         )
     atomic_write_text(path, buf.getvalue())
+
+
+def _drop_frames(x: torch.Tensor, tcfg, rng: np.random.Generator) -> torch.Tensor:
+    """Voice features ``(B, L, T, C)``: zero one random run of up to ``time_mask // 4``
+    frames per clip (time masking after the encoder; a zeroed frame counts as padding).
+
+    Never masks a clip's first frame, so no clip loses every frame.
+    """
+    width = tcfg.time_mask // 4 if tcfg.spec_augment else 0
+    if width <= 0 or x.shape[2] < 3:
+        return x
+    x = x.clone()
+    for i in range(x.shape[0]):
+        w = int(rng.integers(0, width + 1))
+        start = int(rng.integers(1, max(x.shape[2] - w, 2)))
+        x[i, :, start : start + w] = 0
+    return x
 
 
 def _dist_info() -> tuple[int, int]:
@@ -196,8 +225,9 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
     device = resolve_device(cfg.device)
     if items is None:
         items = read_manifest(run_dir / "data" / "audio_manifest.csv", AudioItem)
+    whisper = cfg.classifier.arch == "whisper"
     if mels is None:
-        items, mels = load_mels(items, cfg)
+        items, mels = load_inputs(items, cfg, progress=progress)
     y_all = np.array([EMOTIONS.index(it.label) for it in items])
     split = np.array([it.split for it in items])
     tr, va, te = (np.flatnonzero(split == s) for s in ("train", "val", "test"))
@@ -211,9 +241,9 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
         len(te),
         world,
     )
-    x_tr = torch.as_tensor(mels[tr], dtype=torch.float32)
+    x_tr = torch.as_tensor(mels[tr])  # float16 voice features stay compact until a batch
     y_tr = torch.as_tensor(y_all[tr])
-    model = build_classifier(cfg.classifier, n_mels=mels.shape[1]).to(device)
+    model = build_classifier(cfg.classifier, n_mels=0 if whisper else mels.shape[1]).to(device)
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
     )
@@ -260,7 +290,11 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
         net.train()
         total, n = 0.0, 0
         for xb, yb in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
-            xb, perm, lam = augment(xb, cfg.train, rng)
+            xb = xb.float()
+            if model.takes_mels:  # SpecAugment / mixup act on log-Mels
+                xb, perm, lam = augment(xb, cfg.train, rng)
+            else:
+                xb, perm, lam = _drop_frames(xb, cfg.train, rng), None, 1.0
             xb, yb = xb.to(device), yb.to(device)
             logits = net(xb)
             loss = F.cross_entropy(logits, yb, weight=weight)

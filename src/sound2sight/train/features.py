@@ -11,6 +11,8 @@ makes the small images a gallery carries.
 
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import io
 import logging
@@ -145,11 +147,19 @@ def audio_embeddings(
     items = read_manifest(manifest, AudioItem)
     model, audio_cfg = load_classifier(ckpt)
     model = model.to(resolve_device(cfg.device)).eval()
-    batch, cache = build_mel_cache(
-        [it.path for it in items], audio_cfg, cache_root(cfg), workers=cfg.data.workers or None
-    )
-    ok = [it for it, key in zip(items, batch.keys, strict=True) if key is not None]
-    probs, emb = predict(model, batch.load(cache), batch_size=256)  # (N, 3), (N, E)
+    if getattr(model, "takes_mels", True):
+        batch, cache = build_mel_cache(
+            [it.path for it in items], audio_cfg, cache_root(cfg), workers=cfg.data.workers or None
+        )
+        ok = [it for it, key in zip(items, batch.keys, strict=True) if key is not None]
+        inputs = batch.load(cache)  # (N, n_mels, T)
+    else:  # frozen Whisper features, with the settings the head was trained with
+        from sound2sight.voice_cache import load_voice_features
+
+        vcfg = copy.deepcopy(cfg)
+        vcfg.audio, vcfg.classifier = audio_cfg, model.cfg
+        ok, inputs = load_voice_features(items, vcfg, progress=False)  # (N, L, T, C)
+    probs, emb = predict(model, inputs, batch_size=256)  # (N, 3), (N, E)
     arrays = {
         "paths": np.array([it.path for it in ok], dtype=str),
         "labels": np.array([it.label for it in ok], dtype=str),

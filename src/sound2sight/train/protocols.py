@@ -30,7 +30,7 @@ from sound2sight.datasets.base import AudioItem, check_speaker_disjoint, split_b
 from sound2sight.io import atomic_write_json, atomic_write_text
 from sound2sight.labels import EMOTIONS
 from sound2sight.metrics import classification_report
-from sound2sight.train.emotion import load_mels, train_classifier
+from sound2sight.train.emotion import load_inputs, train_classifier
 
 __all__ = ["fold_split", "run_si5", "run_seed_protocol", "leaking_split"]
 
@@ -120,7 +120,7 @@ def run_si5(
     """
     out_dir = Path(out_dir)
     if mels is None:
-        items, mels = load_mels(items, cfg)
+        items, mels = load_inputs(items, cfg)
     if any(it.fold < 0 for it in items):
         raise ValueError("every item needs a speaker fold for SI-5 (see assign_folds)")
     rows, per_fold, seconds, epochs = [], {}, [], []
@@ -194,7 +194,7 @@ def run_seed_protocol(
     """
     out_dir = Path(out_dir)
     if mels is None:
-        items, mels = load_mels(items, cfg)
+        items, mels = load_inputs(items, cfg)
     t0 = time.perf_counter()
     metrics = train_classifier(
         cfg,

@@ -23,8 +23,16 @@ is fine for several processes on one machine but not over a network file system.
 >>> import optuna
 >>> trial = optuna.trial.FixedTrial({"arch": "vgg", "lr": 1e-3, "dropout": 0.2, "width": 8,
 ...     "depth": 2, "freq_mask": 4, "time_mask": 10, "mixup": 0.0})
->>> suggest_config(trial, Config()).classifier.width
+>>> suggest_config(trial, load_config(overrides=["classifier.arch=resnet"])).classifier.width
 8
+
+With the default ``whisper`` classifier the search is over the head and the encoder:
+
+>>> trial = optuna.trial.FixedTrial({"encoder": "base", "lr": 1e-3, "dropout": 0.2,
+...     "layers": "last", "pooling": "mean", "embed_dim": 64, "attn_hidden": 64})
+>>> c = suggest_config(trial, Config()).classifier
+>>> c.encoder, c.layers, c.embed_dim
+('base', 'last', 64)
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from sound2sight.datasets.base import AudioItem, read_manifest
 from sound2sight.io import atomic_write_bytes, atomic_write_json
 from sound2sight.models.emotion import ARCHITECTURES
 from sound2sight.train.common import attach_log_file, stage_dir
-from sound2sight.train.emotion import load_mels, train_classifier
+from sound2sight.train.emotion import load_inputs, train_classifier
 from sound2sight.train.protocols import fold_split
 
 __all__ = ["suggest_config", "tune", "main"]
@@ -55,6 +63,16 @@ log = logging.getLogger(__name__)
 def suggest_config(trial: optuna.Trial, base: Config) -> Config:
     """A copy of ``base`` with the searched values drawn from ``trial`` (define-by-run)."""
     cfg = copy.deepcopy(base)
+    if base.classifier.arch == "whisper":
+        c = cfg.classifier
+        c.encoder = trial.suggest_categorical("encoder", base.tune.encoders.split(","))
+        cfg.train.lr = trial.suggest_float("lr", 3e-4, 1e-2, log=True)
+        c.dropout = trial.suggest_float("dropout", 0.0, 0.5)
+        c.layers = trial.suggest_categorical("layers", ["all", "last", "middle"])
+        c.pooling = trial.suggest_categorical("pooling", ["attentive", "mean"])
+        c.embed_dim = trial.suggest_categorical("embed_dim", [64, 128, 256])
+        c.attn_hidden = trial.suggest_categorical("attn_hidden", [64, 128, 256])
+        return cfg
     cfg.classifier.arch = trial.suggest_categorical("arch", sorted(ARCHITECTURES))
     cfg.train.lr = trial.suggest_float("lr", 3e-4, 1e-2, log=True)
     cfg.classifier.dropout = trial.suggest_float("dropout", 0.0, 0.5)
@@ -137,12 +155,17 @@ def tune(
     try:
         if items is None:
             items = read_manifest(Path(run_dir) / "data" / "audio_manifest.csv", AudioItem)
-        if mels is None:
-            items, mels = load_mels(items, cfg)
-        split = fold_split(items, test_fold=cfg.data.test_fold, cfg=cfg)
-        keep = np.array([it.split != "test" for it in split])  # the test fold never enters
-        dev_items = [it for it, k in zip(split, keep, strict=True) if k]
-        dev_mels = mels[keep]
+        inputs: dict[str, tuple] = {}  # encoder -> (dev items, their features), loaded once
+
+        def dev_inputs(tcfg: Config) -> tuple[list[AudioItem], np.ndarray]:
+            key = tcfg.classifier.encoder if tcfg.classifier.arch == "whisper" else "log-Mel"
+            if key not in inputs:
+                its, x = (items, mels) if mels is not None else load_inputs(items, tcfg)
+                split = fold_split(its, test_fold=cfg.data.test_fold, cfg=cfg)
+                keep = np.array([it.split != "test" for it in split])  # test fold never enters
+                inputs[key] = ([it for it, k in zip(split, keep, strict=True) if k], x[keep])
+            return inputs[key]
+
         storage = storage or cfg.tune.storage or f"sqlite:///{(out / 'study.db').resolve()}"
         study = optuna.create_study(
             study_name=cfg.tune.study_name,
@@ -162,11 +185,12 @@ def tune(
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
+            dev_items, dev_x = dev_inputs(tcfg)
             metrics = train_classifier(
                 tcfg,
                 out / f"trial_{trial.number:03d}",
                 items=dev_items,
-                mels=dev_mels,
+                mels=dev_x,
                 resume=False,
                 progress=False,
                 report=report,

@@ -1,0 +1,201 @@
+"""Speech-emotion benchmark of the Whisper voice backbone: encoders x layer choices x seeds.
+
+Rows (each SI-5 pooled over the 5 speaker folds of ``folds.csv``, repeated over ``--seeds``;
+the seed also redraws the validation speakers):
+
+``<enc> last``          the head on the last layer only
+``<enc> best layer``    the head on the single layer with the best *validation* macro-F1
+                        (mean over folds of the validation speakers inside the training
+                        folds: the test fold never picks it)
+``<enc> weighted``      learned softmax weights over every layer (the default)
+``both weighted``       tiny.en and base side by side
+
+Plus ``--random-split``: the seed's random stratified 80/20 split (speakers LEAK; only to
+compare with the paper) for the default head.
+
+Usage::
+
+    python benchmarks/ser_whisper.py --data ../shared/data/audio               # everything
+    python benchmarks/ser_whisper.py --encoders tiny.en --variants weighted --seeds 0
+
+Prints a table (mean +/- sd over seeds) and writes ``benchmarks/results/ser_whisper.json``
+(merged with earlier rows).  Features come from the voice cache (computed on first use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ser import load_items, seed_split, summarise  # noqa: E402
+
+from sound2sight.config import load_config  # noqa: E402
+from sound2sight.io import atomic_write_text  # noqa: E402
+from sound2sight.labels import EMOTIONS  # noqa: E402
+
+log = logging.getLogger("sound2sight.benchmarks.ser_whisper")
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "ser_whisper.json"
+CORPORA = ["CREMA-D", "RAVDESS", "SAVEE", "TESS"]
+
+
+def _si5(cfg, out: Path, items, feats, folds) -> dict:
+    from sound2sight.train.protocols import run_si5
+
+    res = run_si5(cfg, out, items=items, folds=folds, mels=feats)
+    val = [
+        json.loads((out / f"fold{k}" / "classifier" / "metrics.json").read_text())["val"]
+        for k in folds
+    ]
+    res["val_macro_f1_mean"] = float(np.mean([v["val_macro_f1"] for v in val if v]))
+    return res
+
+
+def _agg(runs: list[dict]) -> dict:
+    """mean and sd over seeds of accuracy, macro-F1 and per-corpus accuracy."""
+    out = {}
+    for key in ("accuracy", "macro_f1"):
+        v = np.array([r["pooled"][key] for r in runs])
+        out[key] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+    out["per_corpus_accuracy"] = {
+        c: float(np.mean([r["pooled"]["per_corpus_accuracy"][c] for r in runs])) for c in CORPORA
+    }
+    out["seeds"] = [r["seed"] for r in runs]
+    out["runs"] = [
+        {"seed": r["seed"], "accuracy": r["pooled"]["accuracy"], "macro_f1": r["pooled"]["macro_f1"]}
+        for r in runs
+    ]
+    out["seconds_per_fold"] = float(np.mean([r["seconds_per_fold"] for r in runs]))
+    out["confusion"] = runs[0]["pooled"].get("confusion")
+    return out
+
+
+def _random_split(cfg, out: Path, items, feats) -> dict:
+    """Train on a random 80 % of clips (val: 15 % of those), test on the rest (speakers leak)."""
+    import copy
+
+    from sound2sight.train.emotion import train_classifier
+
+    test = seed_split(items, seed=cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    rows = []
+    for it, t in zip(items, test, strict=True):
+        r = copy.copy(it)
+        r.split = "test" if t else ("val" if rng.random() < 0.15 else "train")
+        rows.append(r)
+    metrics = train_classifier(cfg, out, items=rows, mels=feats, resume=True, progress=False)
+    return metrics["test"]
+
+
+def print_table(rows: dict) -> str:
+    head = (
+        f"{'voice model':28s} {'SI-5 acc':>14s} {'SI-5 mF1':>14s} "
+        + " ".join(f"{c[:7]:>7s}" for c in CORPORA)
+        + f" {'s/fold':>6s} {'layer':>5s}"
+    )
+    lines = [head, "-" * len(head)]
+    for name, r in rows.items():
+        if "si5" not in r:
+            continue
+        s = r["si5"]
+        pm = lambda k: f"{s[k]['mean']:.3f} ± {s[k]['sd']:.3f}"  # noqa: E731
+        pc = s["per_corpus_accuracy"]
+        lines.append(
+            f"{name:28s} {pm('accuracy'):>14s} {pm('macro_f1'):>14s} "
+            + " ".join(f"{pc[c]:7.3f}" for c in CORPORA)
+            + f" {s['seconds_per_fold']:6.0f} {str(r.get('layer', '')):>5s}"
+        )
+    for name, r in rows.items():
+        if "random_split" in r:
+            t = r["random_split"]
+            lines.append(
+                f"{name} on a random split (speakers LEAK): acc {t['accuracy']:.3f} "
+                f"mF1 {t['macro_f1']:.3f}"
+            )
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "audio")
+    ap.add_argument("--encoders", default="tiny.en,base", help="comma list of tiny.en, base")
+    ap.add_argument("--variants", default="last,best-layer,weighted")
+    ap.add_argument("--both", action="store_true", help="also tiny.en + base side by side")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--folds", default="0,1,2,3,4")
+    ap.add_argument("--random-split", action="store_true", help="also the speaker-leaking split")
+    ap.add_argument("--set", action="append", default=[], help="config override key=value")
+    ap.add_argument("--tag", default="", help="suffix for the row names")
+    ap.add_argument("--runs", type=Path, default=REPO / "runs" / "bench_ser_whisper")
+    ap.add_argument("--only-table", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    folds = [int(f) for f in args.folds.split(",")]
+    current = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": {}}
+
+    def update(name: str, **fields) -> None:
+        current["rows"].setdefault(name, {"name": name}).update(fields)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(RESULTS, json.dumps(current, indent=2) + "\n")
+
+    if not args.only_table:
+        from sound2sight.voice_cache import load_voice_features
+
+        items = load_items(args.data)
+        plan = [(e, v) for e in args.encoders.split(",") for v in args.variants.split(",")]
+        if args.both:
+            plan.append(("both", "weighted"))
+        feats: dict[str, tuple] = {}
+        for enc, variant in plan:
+            base = load_config(overrides=[f"classifier.encoder={enc}", *args.set])
+            if enc not in feats:
+                t0 = time.perf_counter()
+                feats[enc] = load_voice_features(items, base, progress=False)
+                log.info("%s features %s in %.0f s", enc, feats[enc][1].shape, time.perf_counter() - t0)
+            its, x = feats[enc]
+            n_layers = x.shape[1]
+            name = f"{enc} {variant}{args.tag}"
+            layer = {"last": "last", "weighted": "all"}.get(variant)
+            if variant == "best-layer":  # pick on validation speakers, seed 0
+                scores = {}
+                for li in range(n_layers):
+                    c = load_config(overrides=[f"classifier.encoder={enc}", f"classifier.layers={li}", *args.set])
+                    r = _si5(c, args.runs / f"{enc}-layer{li}" / "seed0", its, x, folds)
+                    scores[li] = r["val_macro_f1_mean"]
+                    log.info("%s layer %d: val macro-F1 %.4f (SI-5 test acc %.4f)", enc, li, scores[li], r["pooled"]["accuracy"])
+                layer = str(max(scores, key=scores.get))
+                update(name, layer_val_macro_f1=scores)
+            runs = []
+            for s in seeds:
+                c = load_config(
+                    overrides=[f"classifier.encoder={enc}", f"classifier.layers={layer}", f"seed={s}", *args.set]
+                )
+                tag = f"{enc}-layer{layer}" if variant == "best-layer" else f"{enc}-{variant}{args.tag}"
+                r = _si5(c, args.runs / tag / f"seed{s}", its, x, folds)
+                r["seed"] = s
+                runs.append(r)
+            cfgd = vars(c.classifier) | {"train": vars(c.train)}
+            update(name, si5=_agg(runs), layer=layer, folds=folds, config=cfgd)
+            if args.random_split and variant == "weighted":
+                c = load_config(overrides=[f"classifier.encoder={enc}", *args.set])
+                update(name, random_split=_random_split(c, args.runs / f"{enc}-random", its, x))
+    current["table"] = print_table(current["rows"])
+    atomic_write_text(RESULTS, json.dumps(current, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["main", "print_table", "EMOTIONS"]

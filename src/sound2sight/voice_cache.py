@@ -1,0 +1,212 @@
+"""Cached voice features: frozen Whisper hidden states of every clip, computed once.
+
+One entry per (file content, encoder weights, preprocessing): ``(layers, T', channels)``
+float16, where ``T'`` follows the clip's own length (no padding to a fixed length).
+:func:`load_voice_features` stacks them, zero-padded in time, for the head.
+
+The clip preparation is the one inference uses (:func:`prepare_voice`): silence check,
+trim leading/trailing silence, RMS-normalise the voiced part, centre-crop to
+``classifier.max_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sound2sight.audio import AudioError, _rms, load_audio, trim_silence
+from sound2sight.cache import FeatureCache, config_hash, file_sha256
+from sound2sight.config import Config
+
+__all__ = ["VoiceBatch", "prepare_voice", "voice_namespace", "build_voice_cache", "load_voice_features"]
+
+log = logging.getLogger(__name__)
+
+VOICE_VERSION = "voice-v1"  # bump when the feature numbers change
+ENCODE_BATCH = 16  # clips per encoder call (sorted by length, so little padding)
+
+
+def prepare_voice(wave: np.ndarray, cfg: Config, *, name: str = "audio") -> np.ndarray:
+    """Silence check, trim, RMS-normalise, centre-crop to ``classifier.max_seconds``.
+
+    >>> from sound2sight.config import Config
+    >>> w = np.concatenate([np.zeros(8000), 0.3 * np.sin(np.arange(32000) / 5), np.zeros(8000)])
+    >>> out = prepare_voice(w.astype(np.float32), Config())
+    >>> len(out) < 40000, round(float(np.sqrt(np.mean(out ** 2))), 2)
+    (True, 0.1)
+    """
+    a = cfg.audio
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.size == 0:
+        raise AudioError(f"{name}: zero-length audio (no samples)")
+    if _rms(wave) < a.silence_rms:
+        raise AudioError(f"{name}: no speech detected (the recording is silent)")
+    voiced = trim_silence(wave, top_db=a.top_db)
+    n_max = int(round(cfg.classifier.max_seconds * a.sample_rate))
+    if len(voiced) > n_max:
+        start = (len(voiced) - n_max) // 2
+        voiced = voiced[start : start + n_max]
+    out = np.multiply(voiced, np.float32(a.target_rms / max(_rms(voiced), 1e-8)), dtype=np.float32)
+    return np.clip(out, -1.0, 1.0, out=out)
+
+
+def voice_namespace(cfg: Config, provenance: list[dict]) -> str:
+    """Cache namespace: weights' hashes + the settings that change the numbers."""
+    a, c = cfg.audio, cfg.classifier
+    key = {
+        "weights": [p["sha256"] for p in provenance],
+        "sr": a.sample_rate,
+        "top_db": a.top_db,
+        "rms": a.target_rms,
+        "silence": a.silence_rms,
+        "max_seconds": c.max_seconds,
+        "pool": c.feature_pool,
+    }
+    return "voice-" + config_hash(key, version=VOICE_VERSION)
+
+
+@dataclass
+class VoiceBatch:
+    paths: list[str]
+    keys: list[str | None]  # cache key per path, None where the file failed
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    hits: int = 0
+    misses: int = 0
+    seconds: float = 0.0
+
+
+def _encode(encoder, waves: list[np.ndarray]) -> list[np.ndarray]:
+    n = torch.tensor([len(w) for w in waves])
+    batch = torch.zeros(len(waves), int(n.max()))
+    for i, w in enumerate(waves):
+        batch[i, : len(w)] = torch.from_numpy(w)
+    feats = encoder(batch, n)  # (B, L, T', C)
+    from sound2sight.models.whisper import encoder_frames
+
+    p = encoder.feature_pool
+    out = []
+    for i, w in enumerate(waves):
+        t = -(-encoder_frames(len(w)) // p)  # this clip's own feature frames
+        out.append(feats[i, :, :t].to(torch.float16).numpy())
+    return out
+
+
+def build_voice_cache(
+    paths: Sequence[str],
+    cfg: Config,
+    encoder,
+    cache: FeatureCache,
+    *,
+    progress: bool = True,
+) -> VoiceBatch:
+    """Make sure every file's voice features are cached; failures are reported, not raised."""
+    t0 = time.perf_counter()
+    paths = [str(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        hashed = list(pool.map(_hash, paths))
+    keys: list[str | None] = [k for k, _ in hashed]
+    failures = [(p, err) for p, (_, err) in zip(paths, hashed, strict=True) if err]
+    todo: dict[str, str] = {}
+    for p, k in zip(paths, keys, strict=True):
+        if k is not None and k not in todo and k not in cache:
+            todo[k] = p
+    bad: dict[str, str] = {}
+    bar = tqdm(total=len(todo), desc="voice features", unit="clip", disable=not progress)
+    items = list(todo.items())
+    every = max(len(items) // 10, 256)
+    done = 0
+    for start in range(0, len(items), 256):  # decode 256, sort by length, encode in batches
+        decoded = []
+        for key, path in items[start : start + 256]:
+            try:
+                wave = load_audio(path, sample_rate=cfg.audio.sample_rate, max_seconds=cfg.audio.max_seconds)
+                decoded.append((key, prepare_voice(wave, cfg, name=path)))
+            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+                msg = str(exc) if isinstance(exc, AudioError) else f"{path}: {type(exc).__name__}: {exc}"
+                bad[key] = msg
+                failures.append((path, msg))
+                bar.update(1)
+        decoded.sort(key=lambda kv: len(kv[1]))
+        for i in range(0, len(decoded), ENCODE_BATCH):
+            chunk = decoded[i : i + ENCODE_BATCH]
+            for (key, _), feat in zip(chunk, _encode(encoder, [w for _, w in chunk]), strict=True):
+                cache.put(key, feat)
+            bar.update(len(chunk))
+            done += len(chunk)
+            if not progress and done % every < len(chunk):  # progress in log files too
+                log.info("voice features: %d/%d clips", done, len(items))
+    bar.close()
+    for p, k in zip(paths, keys, strict=True):  # copies of a file that failed fail too
+        if k in bad and todo.get(k) != p:
+            failures.append((p, f"{p}: identical to {todo[k]}, which failed"))
+    keys = [None if (k is None or k in bad) else k for k in keys]
+    for _, reason in failures:
+        log.warning("skipped %s", reason)
+    misses = len(todo) - len(bad)
+    return VoiceBatch(
+        paths=paths,
+        keys=keys,
+        failures=failures,
+        hits=sum(k is not None for k in keys) - misses,
+        misses=misses,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _hash(path: str) -> tuple[str | None, str | None]:
+    try:
+        return file_sha256(path), None
+    except OSError as exc:
+        return None, f"{path}: cannot read ({exc.strerror or exc})"
+
+
+def stack_features(feats: list[np.ndarray]) -> np.ndarray:
+    """Zero-pad variable-length ``(L, T_i, C)`` features in time: ``(N, L, max T_i, C)``.
+
+    >>> stack_features([np.ones((2, 3, 4)), np.ones((2, 5, 4))]).shape
+    (2, 2, 5, 4)
+    """
+    if not feats:
+        return np.zeros((0, 0, 0, 0), np.float16)
+    n_l, _, c = feats[0].shape
+    t = max(f.shape[1] for f in feats)
+    out = np.zeros((len(feats), n_l, t, c), np.float16)
+    for i, f in enumerate(feats):
+        out[i, :, : f.shape[1]] = f
+    return out
+
+
+def load_voice_features(items, cfg: Config, *, progress: bool = True, encoder=None):
+    """Cached voice features of ``items`` (computed on a miss); failed rows are dropped.
+
+    Returns
+    -------
+    (items_ok, features)
+        ``features`` is ``(len(items_ok), layers, frames, channels)`` float16.
+    """
+    from sound2sight.models.voice import VoiceEncoder
+    from sound2sight.train.common import cache_root
+
+    if encoder is None:
+        encoder = VoiceEncoder.load(cfg.classifier.encoder, feature_pool=cfg.classifier.feature_pool)
+    cache = FeatureCache(cache_root(cfg), namespace=voice_namespace(cfg, encoder.provenance))
+    batch = build_voice_cache([it.path for it in items], cfg, encoder, cache, progress=progress)
+    ok = [it for it, k in zip(items, batch.keys, strict=True) if k is not None]
+    log.info(
+        "voice features (%s): %d clips (%d cache hits, %d computed, %d failed) in %.1f s",
+        cfg.classifier.encoder,
+        len(ok),
+        batch.hits,
+        batch.misses,
+        len(batch.failures),
+        batch.seconds,
+    )
+    feats = [cache.get(k) for k in batch.keys if k is not None]
+    return ok, stack_features(feats)
