@@ -18,6 +18,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -178,9 +179,7 @@ def reliability_table(
     return ReliabilityTable(edges, count, accuracy, confidence)
 
 
-def expected_calibration_error(
-    probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15
-) -> float:
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:
     """ECE: the count-weighted mean of ``|accuracy - confidence|`` over top-1 confidence bins.
 
     Parameters
@@ -213,7 +212,7 @@ def plot_reliability(
     path: str | os.PathLike,
     *,
     n_bins: int = 15,
-) -> None:
+) -> Path:
     """Write a reliability diagram (accuracy per confidence bin) before and after calibration.
 
     Parameters
@@ -225,25 +224,30 @@ def plot_reliability(
         Output image (format from the suffix, e.g. ``.png``); written atomically.
     n_bins : int > 0
 
+    Returns
+    -------
+    Path, the written image
+
     Examples
     --------
     >>> import tempfile, pathlib
     >>> p = np.array([[0.8, 0.2], [0.4, 0.6]])
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "rel.png"
-    >>> plot_reliability(p, p, np.array([0, 0]), out, n_bins=5)
-    >>> out.stat().st_size > 0
+    >>> plot_reliability(p, p, np.array([0, 0]), out, n_bins=5).stat().st_size > 0
     True
     """
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 4), layout="constrained")
+    FigureCanvasAgg(fig)  # Agg, without switching the process-wide pyplot backend
     for ax, probs, title in zip(
-        fig.subplots(1, 2, sharey=True), (before_probs, after_probs), ("before", "after")
+        fig.subplots(1, 2, sharey=True),
+        (before_probs, after_probs),
+        ("before", "after"),
+        strict=True,
     ):
         table = reliability_table(probs, labels, n_bins=n_bins)
         ece = expected_calibration_error(probs, labels, n_bins=n_bins)
@@ -264,9 +268,8 @@ def plot_reliability(
     fig.axes[0].set_ylabel("accuracy")
     fig.axes[0].legend(loc="upper left")
     buf = io.BytesIO()
-    suffix = os.fspath(path).rsplit(".", 1)[-1] if "." in os.fspath(path) else "png"
-    fig.savefig(buf, format=suffix, dpi=100)
-    atomic_write_bytes(path, buf.getvalue())
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=100)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def decide(
