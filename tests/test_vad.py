@@ -8,7 +8,10 @@ committed under tests/data/speech/).
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +105,7 @@ def test_short_speech_in_silence_is_rejected(voice):
         vad.extract_speech(wave, name="mostly silence")
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_matches_silero_chunk_by_chunk_loop(voice):
     """The batched forward pass gives silero's own per-512-sample-chunk probabilities."""
     model = torch.jit.load(str(vad._package_file("silero_vad.jit")), map_location="cpu")
@@ -122,14 +126,18 @@ def test_model_loads_from_the_package_offline(monkeypatch, voice):
     assert vad.speech_seconds(voice) > 1.0
 
 
-def test_thread_count_is_left_as_it_was(voice):
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        vad.speech_segments(voice)
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+@pytest.mark.slow  # a fresh interpreter importing torch: ~3 s
+def test_thread_count_is_left_as_it_was():
+    """In a fresh process, where the first call imports silero_vad (whose import sets
+    torch to one thread for the whole process) and loads the model."""
+    code = (
+        "import numpy as np, torch; torch.set_num_threads(2); from sound2sight import vad; "
+        "vad.speech_segments(np.ones(16000, dtype=np.float32)); print(torch.get_num_threads())"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2"]
 
 
 def test_wrong_rate_or_shape_is_refused(voice):

@@ -20,6 +20,7 @@ import contextlib
 import importlib.util
 import logging
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,11 +94,18 @@ def _package_file(name: str) -> Path:
 
 
 def _get_model() -> _Silero:
-    """The process-wide model, loaded on first use (the caller holds ``_lock``)."""
+    """The process-wide model, loaded on first use (the caller holds ``_lock`` and runs
+    inside :func:`_one_thread`)."""
     global _model
     if _model is None:
+        # silero_vad's import sets the process thread count to 1; _probabilities calls us
+        # inside _one_thread(), which restores it
+        import silero_vad  # noqa: F401
+
         path = _package_file("silero_vad.jit")
-        _model = _Silero(torch.jit.load(str(path), map_location="cpu"))
+        with warnings.catch_warnings():  # torch >= 2.9 calls TorchScript deprecated
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+            _model = _Silero(torch.jit.load(str(path), map_location="cpu"))
         log.info("loaded silero VAD from %s", path)
     return _model
 
@@ -172,8 +180,8 @@ def speech_segments(
     probs = _probabilities(wave, sample_rate)
     if probs.size == 0:
         return []
-    with _one_thread():  # importing silero_vad sets the process thread count to 1
-        from silero_vad import get_speech_timestamps_from_probs
+    from silero_vad import get_speech_timestamps_from_probs  # imported by _get_model
+
     found = get_speech_timestamps_from_probs(
         probs.tolist(),
         sampling_rate=SAMPLE_RATE,
