@@ -169,7 +169,8 @@ def speech_segments(
     silero rejects steady tones, white noise, silence and plain chords by itself, but a
     sine with a 5 Hz vibrato (a sung "oo") reads as speech to it.  A second check drops any
     region whose median frame keeps >= 95 % of its power within +-2 FFT bins (62 Hz) of its
-    peak: a single sinusoid scores ~1.0, real and procedural voices 0.4-0.85.
+    peak: a single sinusoid scores ~1.0; CREMA-D and procedural voices
+    scored 0.38-0.84 (medians per clip).
 
     Examples
     --------
@@ -284,6 +285,10 @@ def extract_speech(
 
     Examples
     --------
+    >>> from sound2sight.synthetic import synth_voice
+    >>> voice = synth_voice("happy", speaker=1, seed=0)  # 2.5 s, speech from 0.22 to 2.24 s
+    >>> voice.shape, extract_speech(voice, name="voice.wav").shape
+    ((40000,), (35456,))
     >>> extract_speech(np.zeros(16000, dtype=np.float32), name="quiet.wav")
     Traceback (most recent call last):
     ...
