@@ -90,8 +90,9 @@ def fit_temperature(
 ) -> float:
     """The temperature ``T`` minimising the NLL of ``softmax(logits / T)`` on ``labels``.
 
-    A golden-section search on ``log T`` inside ``bounds``: the NLL is smooth in ``log T``
-    and in practice unimodal, the search is deterministic and needs no gradients.
+    A golden-section search on ``log T`` inside ``bounds``: the NLL is convex in ``1 / T``
+    (log-sum-exp of logits scaled by ``1 / T``), hence unimodal in ``log T``, so the search
+    finds the global minimum; it is deterministic and needs no gradients.
 
     Parameters
     ----------
