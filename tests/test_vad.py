@@ -1,0 +1,200 @@
+"""Known-answer tests of the silero-vad speech check (sound2sight.vad).
+
+Offline: the procedural voices of sound2sight.synthetic read as speech to silero; tones,
+noise, silence, chords and too-short clips must end in AudioError.  With real data: any
+real-speech file passes the acceptance checks (CREMA-D from ../shared/data, and every clip
+committed under tests/data/speech/).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sound2sight import vad
+from sound2sight.audio import AudioError, load_audio
+from sound2sight.synthetic import synth_voice
+
+SR = 16000
+REPO_SPEECH = Path(__file__).parent / "data" / "speech"  # real-speech clips kept in the repo
+CREMA_CLIPS = ("1001_DFA_ANG_XX.mp3", "1016_TSI_FEA_XX.mp3", "1024_ITH_ANG_XX.mp3")
+
+
+def seconds(s: float) -> np.ndarray:
+    return np.arange(int(round(s * SR))) / SR
+
+
+def chords(s: float) -> np.ndarray:
+    """Decaying triads with 5 harmonics, 8 per clip: a music-like signal."""
+    n = int(s * SR) // 8
+    t = np.arange(n) / SR
+    triads = [(261.6, 329.6, 392.0), (220.0, 261.6, 329.6), (174.6, 220.0, 261.6)]
+    out = [
+        sum(0.1 / h * np.sin(2 * np.pi * f * h * t) for f in triads[i % 3] for h in range(1, 6))
+        * np.exp(-2 * t)
+        for i in range(8)
+    ]
+    return np.concatenate(out)
+
+
+@pytest.fixture(scope="module")
+def voice() -> np.ndarray:
+    """A 2.5 s procedural voice (leading/trailing silence included)."""
+    return synth_voice("happy", speaker=1, seed=0)
+
+
+BAD_INPUTS = {
+    "0.1 s of noise": lambda rng: rng.normal(0, 0.1, SR // 10),
+    "2 s 440 Hz tone": lambda rng: 0.3 * np.sin(2 * np.pi * 440 * seconds(2)),
+    "3 s white noise": lambda rng: np.clip(rng.normal(0, 0.3, 3 * SR), -1, 1),
+    "10 s silence": lambda rng: np.zeros(10 * SR),
+    "4 s chords": lambda rng: chords(4),
+    # silero alone accepts this one (~1.1 s of "speech"): the pure-tone guard drops it
+    "2 s vibrato tone": lambda rng: (
+        0.3 * np.sin(2 * np.pi * (200 * seconds(2) + 5 * np.sin(2 * np.pi * 5 * seconds(2))))
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_non_speech_is_rejected(case):
+    wave = BAD_INPUTS[case](np.random.default_rng(0)).astype(np.float32)
+    assert vad.speech_segments(wave) == []
+    with pytest.raises(AudioError, match=r"^bad\.wav: only 0\.00 s of speech detected"):
+        vad.extract_speech(wave, name="bad.wav")
+
+
+def test_error_message_names_clip_and_duration(voice):
+    short = voice[:SR]  # the voice starts after ~0.3 s of silence: < 0.8 s of speech
+    found = vad.speech_seconds(short)
+    assert 0.0 < found < 1.0
+    with pytest.raises(AudioError) as err:
+        vad.extract_speech(short, name="clip.wav", min_speech=1.0)
+    assert str(err.value) == (
+        f"clip.wav: only {found:.2f} s of speech detected (need at least 1 s)"
+    )
+
+
+def test_procedural_voice_is_speech(voice):
+    segments = vad.speech_segments(voice)
+    assert segments and all(0 <= a < b <= len(voice) for a, b in segments)
+    assert 1.0 < vad.speech_seconds(voice) <= 2.5
+    out = vad.extract_speech(voice, name="voice")
+    assert out.dtype == np.float32 and len(out) <= len(voice)
+
+
+def test_long_silences_are_cut_out_not_only_the_ends(voice):
+    gap = np.zeros(5 * SR, dtype=np.float32)
+    alone = vad.extract_speech(voice, name="voice")
+    twice = vad.extract_speech(np.concatenate([gap, voice, gap, voice, gap]), name="voice x2")
+    assert abs(len(twice) - 2 * len(alone)) < 0.1 * SR  # the 15 s of silence are gone
+
+
+def test_short_speech_in_silence_is_rejected(voice):
+    start, _ = vad.speech_segments(voice)[0]
+    wave = np.zeros(10 * SR, dtype=np.float32)
+    wave[4 * SR : 4 * SR + int(0.3 * SR)] = voice[start : start + int(0.3 * SR)]
+    with pytest.raises(AudioError, match="need at least 0.5 s"):
+        vad.extract_speech(wave, name="mostly silence")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_matches_silero_chunk_by_chunk_loop(voice):
+    """The batched forward pass gives silero's own per-512-sample-chunk probabilities."""
+    model = torch.jit.load(str(vad._package_file("silero_vad.jit")), map_location="cpu")
+    x = torch.from_numpy(voice)
+    with torch.inference_mode():
+        ref = [model(x[i : i + 512], SR).item() for i in range(0, len(x) - 511, 512)]
+    ours = vad._probabilities(voice, SR)
+    np.testing.assert_allclose(ours[: len(ref)], ref, atol=1e-5)
+
+
+def test_model_loads_from_the_package_offline(monkeypatch, voice):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the VAD tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(vad, "_model", None)  # force a fresh load
+    assert vad._package_file("silero_vad.jit").is_file()
+    assert vad.speech_seconds(voice) > 1.0
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch: ~3 s
+def test_thread_count_is_left_as_it_was():
+    """In a fresh process, where the first call imports silero_vad (whose import sets
+    torch to one thread for the whole process) and loads the model."""
+    code = (
+        "import numpy as np, torch; torch.set_num_threads(2); from sound2sight import vad; "
+        "vad.speech_segments(np.ones(16000, dtype=np.float32)); print(torch.get_num_threads())"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2"]
+
+
+def test_wrong_rate_or_shape_is_refused(voice):
+    with pytest.raises(ValueError, match="16000 Hz"):
+        vad.speech_segments(voice, sample_rate=8000)
+    with pytest.raises(ValueError, match="mono"):
+        vad.speech_segments(np.stack([voice, voice]))
+
+
+# ---- real speech: any real-speech file path passes these checks ----------------------
+
+
+def check_accepts(path: Path) -> None:
+    wave = load_audio(path, sample_rate=SR)
+    found = vad.speech_seconds(wave)
+    assert found >= 0.5, f"{path.name}: {found:.2f} s"
+    assert len(vad.extract_speech(wave, name=str(path))) <= len(wave)
+
+
+def check_short_speech_in_silence_rejected(path: Path) -> None:
+    wave = load_audio(path, sample_rate=SR)
+    start, stop = vad.speech_segments(wave)[0]
+    middle = (start + stop) // 2
+    clip = np.zeros(10 * SR, dtype=np.float32)
+    n = int(0.3 * SR)
+    clip[5 * SR : 5 * SR + n] = wave[max(0, middle - n // 2) :][:n]
+    with pytest.raises(AudioError, match="of speech detected"):
+        vad.extract_speech(clip, name=path.name)
+
+
+def check_padded_speech_extracted(path: Path) -> None:
+    wave = load_audio(path, sample_rate=SR)
+    gap = np.zeros(5 * SR, dtype=np.float32)
+    alone = vad.extract_speech(wave, name=path.name)
+    padded = vad.extract_speech(np.concatenate([gap, wave, gap]), name=path.name)
+    # silero's probabilities depend on the 32 ms frame phase and on what came before:
+    # over 57 CREMA-D clips the two lengths differ by 0.03 s (median), 0.77 s at most
+    assert abs(len(padded) - len(alone)) < 0.3 * SR
+    assert len(padded) <= len(wave) + int(0.2 * SR)  # pad_ms on each side at most
+
+
+CHECKS = [check_accepts, check_short_speech_in_silence_rejected, check_padded_speech_extracted]
+REPO_CLIPS = sorted(p for p in REPO_SPEECH.glob("*") if p.suffix.lower() in (".wav", ".mp3"))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("check", CHECKS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("clip", CREMA_CLIPS)
+def test_real_speech_crema(shared_data, clip, check):
+    check(shared_data / "audio" / "CREMA-D" / "AudioMP3" / clip)
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "path",
+    REPO_CLIPS or [pytest.param(None, marks=pytest.mark.skip(reason=f"no clips in {REPO_SPEECH}"))],
+    ids=lambda p: getattr(p, "name", "none"),
+)
+def test_real_speech_in_repo(path, check):
+    check(path)
