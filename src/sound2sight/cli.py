@@ -125,7 +125,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from sound2sight.web.server import serve
+    from sound2sight.web.serving import serve
 
     serve(args.run, host=args.host, port=args.port)
     return 0
