@@ -41,10 +41,10 @@ ARTIFACTS = Path(
 )
 
 
-def _screenshot(page, name: str) -> Path:
+def _screenshot(page, name: str, *, full_page: bool = True) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     print(f"screenshot: {path}")
     assert path.stat().st_size > 10_000
     return path
@@ -209,3 +209,32 @@ def test_bad_file_shows_the_servers_message(page, tmp_path):
     text = page.inner_text("#error")
     assert "422" in text and "cannot decode audio" in text
     assert page.is_hidden("#result")
+
+
+def test_report_reads_as_a_summary_first(browser, tiny_run):
+    import re
+
+    from sound2sight.report import write_report
+
+    report = write_report(tiny_run)
+    pg = browser.new_page(viewport={"width": 1100, "height": 900})
+    try:
+        pg.goto(report.as_uri())
+        first_screen = pg.evaluate(
+            "() => [...document.querySelectorAll('h2')].filter("
+            "h => h.getBoundingClientRect().top < 900).map(h => h.textContent)"
+        )
+        assert first_screen[:2] == ["What was trained on what", "Headline figures"]
+        headline = pg.inner_text("table.headline")
+        for name in ("accuracy", "macro-F1", "retrieval top-1", "retrieval mAP", "consistency"):
+            assert name in headline
+        assert "real-image ceiling" in headline and "Fréchet" in headline
+        assert pg.locator(".figs img").count() >= 3  # confusion, embedding map, grids
+        visible = pg.inner_text("body")  # collapsed <details> bodies are not visible text
+        assert not re.search(r"\d\.\d{5,}", visible), "numbers are rounded to 3 figures"
+        assert pg.locator("details pre").count() >= 3
+        assert not pg.locator("details[open]").count()
+        _screenshot(pg, "report_first_screen", full_page=False)
+        _screenshot(pg, "report_full")
+    finally:
+        pg.close()
