@@ -345,9 +345,10 @@ def test_page_assets_and_openapi_are_served(client):
     assert js.status_code == 200 and "MediaRecorder" in js.text
     assert "createScriptProcessor" not in js.text
     schema = client.get("/openapi.json").json()
-    assert (
-        "/api/paint" in schema["paths"]
-        and "413" in schema["paths"]["/api/paint"]["post"]["responses"]
+    paint = schema["paths"]["/api/paint"]["post"]
+    assert "413" in paint["responses"] and "503" in paint["responses"]
+    assert {"multipart/form-data", "application/octet-stream"} <= set(
+        paint["requestBody"]["content"]
     )
     assert client.get("/docs").status_code == 200
 

@@ -124,6 +124,13 @@ PAINT_RESPONSES = {
 }
 
 
+RAW_BODY = {
+    "requestBody": {
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    }
+}
+
+
 async def paint(
     request: Request,
     limits: LimitsDep,
@@ -228,6 +235,7 @@ def create_app(pipeline, limits: Limits | None = None) -> FastAPI:
         methods=["POST"],
         dependencies=[Depends(reject_unknown_query)],
         responses=PAINT_RESPONSES,
+        openapi_extra=RAW_BODY,  # besides the form: the file's bytes as the whole body
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
