@@ -158,6 +158,7 @@ def test_record_with_the_fake_microphone_shows_the_answer(page, site):
     # what was recorded can be played back
     assert page.is_visible("#playback")
     assert page.eval_on_selector("#playback", "a => a.src").startswith("blob:")
+    page.wait_for_function("() => document.querySelector('#playback').duration > 1")
     assert all(w >= 256 for w in _shown_widths(page, "#paintings img.painting"))
     _screenshot(page, f"web_record_{site[1]}")
 

@@ -68,6 +68,13 @@ function encodeWav(samples, rate) {
 }
 
 // ---- microphone
+function showTake(blob) {
+  if (takeUrl) URL.revokeObjectURL(takeUrl);
+  takeUrl = URL.createObjectURL(blob);
+  $("playback").src = takeUrl;
+  $("take").hidden = false;
+}
+
 function recorderType() {
   const types = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm", "audio/mp4"];
   return types.find((t) => window.MediaRecorder && MediaRecorder.isTypeSupported(t)) || "";
@@ -121,10 +128,6 @@ async function stopRecording() {
     $("file").disabled = false;
     return;
   }
-  if (takeUrl) URL.revokeObjectURL(takeUrl);
-  takeUrl = URL.createObjectURL(blob);
-  $("playback").src = takeUrl;
-  $("take").hidden = false;
   let wav;
   try {
     wav = await toWav(blob);
@@ -133,6 +136,7 @@ async function stopRecording() {
     $("file").disabled = false;
     return;
   }
+  showTake(wav); // the WAV that is sent: what the server hears, with a known duration
   await paint(wav, "recording");
 }
 
@@ -254,10 +258,7 @@ window.addEventListener("DOMContentLoaded", async () => {
     const file = e.target.files[0];
     e.target.value = ""; // choosing the same file again fires change again
     if (!file) return;
-    if (takeUrl) URL.revokeObjectURL(takeUrl);
-    takeUrl = URL.createObjectURL(file);
-    $("playback").src = takeUrl;
-    $("take").hidden = false;
+    showTake(file);
     await paint(file, `file “${file.name}”`);
   });
   $("record").addEventListener("click", () => (recorder ? stopRecording() : startRecording()));
