@@ -26,7 +26,7 @@ COLOURS = {"angry": "#d62728", "happy": "#f2b701", "sad": "#1f77b4"}
 
 
 def contact_sheet(result, path: str | Path) -> Path:
-    """Generated images, nearest real artworks and an emotion bar chart in one PNG."""
+    """Generated images, nearest artworks and an emotion bar chart in one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,7 +46,7 @@ def contact_sheet(result, path: str | Path) -> Path:
     bar.set_xlim(0, 1)
     bar.set_title(f"heard: {result.emotion}", fontsize=10)
     bar.tick_params(labelsize=8)
-    axes[1, 0].text(0.5, 0.5, "nearest real\nartworks →", ha="center", va="center", fontsize=9)
+    axes[1, 0].text(0.5, 0.5, "nearest\nartworks →", ha="center", va="center", fontsize=9)
     for i, img in enumerate(result.images):
         axes[0, i + 1].imshow(img)
         axes[0, i + 1].set_title(f"painted #{i}", fontsize=8)
@@ -125,12 +125,12 @@ def headline_rows(run_dir: Path) -> list[str]:
     if cons is not None:
         ceiling = _get(gan, "consistency.real_heldout.k1.balanced")
         goal = GOALS["consistency"]
-        note = f"real held-out paintings score {sig3(ceiling)} (the real-image ceiling)"
+        note = f"held-out paintings (not generated) score {sig3(ceiling)}: the real-image ceiling"
         rows.append(_row("emotion consistency", cons, f"≥ {goal}", cons >= goal, note))
     fd = _get(gan, "fd_effnet.generated")
     if fd is not None:
         real = _get(gan, "fd_effnet.real_heldout")
-        note = f"lower is better; real held-out paintings: {sig3(real)}"
+        note = f"lower is better; held-out paintings (not generated): {sig3(real)}"
         rows.append(_row("Fréchet distance (EfficientNet)", fd, "", None, note))
     return rows
 
