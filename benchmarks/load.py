@@ -3,12 +3,14 @@
     python benchmarks/load.py --run runs/demo
     python benchmarks/load.py --random-weights configs/demo.yaml    # no run: untrained models
 
-For each server mode (``lock:T`` = pipeline calls serialised, ``concurrent:T`` = no lock;
-``T`` torch threads) a fresh server process is started on 127.0.0.1 and ``--clients``
+The server is the FastAPI app under uvicorn (``sound2sight serve``).  For each server
+mode (``lock:T`` = one model worker, pipeline calls serialised; ``concurrent:T`` =
+``--workers`` model threads; ``T`` torch threads) a fresh server process is started on
+127.0.0.1 and ``--clients``
 threads each send ``--requests`` paint requests (a 3 s wav, 4 images, 8 neighbours),
 with a malformed request interleaved every 5th request (garbage bytes, over-size
-Content-Length, junk request line, short body, silence, bad query, no Content-Length),
-each of which must get its expected 4xx.  Reports p50/p95 latency, throughput, errors
+Content-Length, junk request line, a body that stalls, silence, bad query, no
+Content-Length), each of which must get its expected 4xx.  Reports p50/p95 latency, throughput, errors
 (goal 0) and the server's RSS (after warm-up, at the end, and peak VmHWM from
 /proc/<pid>/status); writes ``benchmarks/results/load.json``.  Every run is bounded
 (fixed request counts; the server process exits by itself after ``--max-lifetime``).
@@ -54,7 +56,10 @@ def child(args: argparse.Namespace) -> int:
         from latency import random_pipeline
 
         pipe = random_pipeline(args.random_weights or None)
-    server = make_server(pipe, host=HOST, port=0, serialize=args.serialize, max_in_flight=64)
+    workers = 1 if args.serialize else args.workers
+    server = make_server(
+        pipe, host=HOST, port=0, workers=workers, max_in_flight=64, request_timeout=2.0
+    )
     threading.Timer(args.max_lifetime, server.shutdown).start()
     print(f"LISTENING {server.server_address[1]}", flush=True)
     server.serve_forever()
@@ -114,10 +119,12 @@ def malformed_requests(silent_wav: bytes) -> list[tuple[str, int, object]]:
         ),
         ("junk request line", 400, lambda p: raw(p, b"\x16\x03\x01\x00\xffjunk\r\n\r\n")),
         (
-            "short body",
+            "stalled body",  # answered after the server's 2 s request_timeout
             400,
             lambda p: raw(
-                p, b"POST /api/paint HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\nRIFF...."
+                p,
+                b"POST /api/paint HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\nRIFF....",
+                shut_write=False,
             ),
         ),
         ("silence", 422, lambda p: post(p, "/api/paint", silent_wav)),
@@ -125,7 +132,7 @@ def malformed_requests(silent_wav: bytes) -> list[tuple[str, int, object]]:
         (
             "no Content-Length",
             411,
-            lambda p: raw(p, b"POST /api/paint HTTP/1.1\r\nHost: x\r\n\r\n"),
+            lambda p: raw(p, b"POST /api/paint HTTP/1.1\r\nHost: x\r\n\r\n", shut_write=False),
         ),
     ]
 
@@ -141,7 +148,7 @@ def run_mode(args: argparse.Namespace, mode: str, threads: int, wav: bytes, sile
         str(args.max_lifetime),
     ]
     cmd += ["--run", args.run] if args.run else ["--random-weights", args.random_weights or ""]
-    cmd += ["--serialize"] if mode == "lock" else []
+    cmd += ["--serialize"] if mode == "lock" else ["--workers", str(args.workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -210,6 +217,8 @@ def run_mode(args: argparse.Namespace, mode: str, threads: int, wav: bytes, sile
     half = len(samples) // 2
     return {
         "mode": mode,
+        "server": "fastapi+uvicorn",
+        "model_workers": 1 if mode == "lock" else args.workers,
         "torch_threads": threads,
         "clients": args.clients,
         "requests_per_client": args.requests,
@@ -246,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma list of lock:THREADS | concurrent:THREADS",
     )
     p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--workers", type=int, default=4, help="model threads in concurrent mode")
     p.add_argument("--requests", type=int, default=25, help="paint requests per client")
     p.add_argument("--seconds", type=float, default=3.0, help="length of the test voice")
     p.add_argument("--max-lifetime", type=float, default=900.0, help="server exits after (s)")

@@ -1,4 +1,4 @@
-"""sound2sight: hear the emotion in a voice, paint it, and show the real artworks nearest to it."""
+"""sound2sight: hear the emotion in a voice, paint it, and show the artworks nearest to it."""
 
 from sound2sight.config import Config, load_config
 from sound2sight.labels import EMOTIONS, LabelMap

@@ -24,11 +24,13 @@ __all__ = [
     "png_data_url",
     "result_to_json",
     "probe_seconds",
-    "multipart_field",
+    "artwork_credit",
+    "neighbour_to_json",
     "clean_message",
     "too_large",
 ]
 
+_ARTIST_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)+$")  # WikiArt: "first-last", lower case
 _PATH_RE = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[\w.\- ]+[/\\])*[\w.\-]+")
 
 
@@ -50,32 +52,73 @@ def png_data_url(img: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def artwork_credit(name: str) -> dict[str, str | None]:
+    """Artist and title from a WikiArt-style file name ``<artist-name>_<title-words>.jpg``.
+
+    Hyphens become spaces and words are capitalised; a name without a hyphenated artist
+    prefix (e.g. a procedural demo painting) gives ``artist=None`` and the name as title.
+
+    >>> artwork_credit("arshile-gorky_the-liver-is-the-cock-s-comb.jpg")
+    {'artist': 'Arshile Gorky', 'title': 'The Liver Is The Cock S Comb'}
+    >>> artwork_credit("art_sad_0003.png")
+    {'artist': None, 'title': 'Art Sad 0003'}
+    """
+    stem = Path(name).stem
+    artist, sep, title = stem.partition("_")
+
+    def words(s: str) -> str:
+        return " ".join(w.capitalize() for w in re.split(r"[-_\s]+", s) if w)
+
+    if sep and title and _ARTIST_RE.match(artist):
+        return {"artist": words(artist), "title": words(title)}
+    return {"artist": None, "title": words(stem)}
+
+
+def neighbour_to_json(nb: Any) -> dict:
+    """One ``Neighbour`` as JSON: label, score, thumbnail, file *name* (never its path), credit."""
+    name = Path(str(nb.path)).name
+    h, w = np.asarray(nb.thumbnail).shape[:2]
+    return {
+        "label": nb.label,
+        "score": round(float(nb.score), 4),
+        "thumbnail": png_data_url(nb.thumbnail),
+        "thumbnail_size": [int(w), int(h)],
+        "name": name,
+        **artwork_credit(name),
+    }
+
+
 def result_to_json(result: Any) -> dict:
     """The JSON body of ``POST /api/paint`` for a pipeline ``Result``.
 
-    Neighbours carry only their file *name* (never the path on the server).
+    Neighbours carry only their file *name* (never the path on the server); sizes are
+    ``[width, height]`` in pixels, as generated.
 
     >>> from sound2sight.pipeline import Neighbour, Result
     >>> r = Result("sad", {"angry": .1, "happy": .2, "sad": .7}, np.zeros(128),
     ...            [np.zeros((8, 8, 3), np.uint8)], [Neighbour("/a/b.png", "sad", .9,
-    ...            np.zeros((4, 4, 3), np.uint8))])
+    ...            np.zeros((4, 4, 3), np.uint8))], uncertain=("sad", "happy"))
     >>> body = result_to_json(r)
     >>> body["emotion"], body["images"][0][:22], body["neighbours"][0]["name"]
     ('sad', 'data:image/png;base64,', 'b.png')
+    >>> body["image_sizes"], body["uncertain"], body["image_neighbours"], body["provenance"]
+    ([[8, 8]], ['sad', 'happy'], [], {})
     """
+    uncertain = getattr(result, "uncertain", None)
     return {
         "emotion": result.emotion,
         "probabilities": {k: round(float(v), 6) for k, v in result.probabilities.items()},
+        "uncertain": list(uncertain) if uncertain else None,
         "images": [png_data_url(im) for im in result.images],
-        "neighbours": [
-            {
-                "label": nb.label,
-                "score": round(float(nb.score), 4),
-                "thumbnail": png_data_url(nb.thumbnail),
-                "name": Path(str(nb.path)).name,
-            }
-            for nb in result.neighbours
+        "image_sizes": [[int(im.shape[1]), int(im.shape[0])] for im in result.images],
+        "neighbours": [neighbour_to_json(nb) for nb in result.neighbours],
+        "image_neighbours": [
+            [neighbour_to_json(nb) for nb in row]
+            for row in getattr(result, "image_neighbours", None) or []
         ],
+        "provenance": {
+            str(k): str(v) for k, v in (getattr(result, "provenance", None) or {}).items()
+        },
         "n_windows": int(result.n_windows),
         "timings_ms": {k: round(float(v), 2) for k, v in result.timings_ms.items()},
     }
@@ -105,21 +148,3 @@ def probe_seconds(data: bytes) -> float:
         raise AudioError(
             f"upload: cannot decode audio ({detail}); send WAV, FLAC, OGG or MP3"
         ) from exc
-
-
-def multipart_field(body: bytes, content_type: str, field: str) -> bytes:
-    """The bytes of form field ``field`` in a ``multipart/form-data`` body."""
-    m = re.search(r'boundary="?([^";]+)"?', content_type)
-    if not m:
-        raise ClientError(400, "multipart/form-data without a boundary")
-    delimiter = b"--" + m.group(1).encode("latin-1")
-    for part in body.split(delimiter)[1:]:
-        if part.startswith(b"--"):  # closing delimiter
-            break
-        head, sep, content = part.partition(b"\r\n\r\n")
-        if not sep:
-            continue
-        name = re.search(rb'name="([^"]*)"', head)
-        if name and name.group(1).decode("latin-1") == field:
-            return content[:-2] if content.endswith(b"\r\n") else content
-    raise ClientError(400, f"multipart upload has no '{field}' field")

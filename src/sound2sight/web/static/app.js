@@ -1,11 +1,15 @@
-// sound2sight page: upload a file or record the microphone (PCM -> 16-bit WAV), POST it to
-// /api/paint, show the emotion bars, the paintings and the nearest real artworks.
+// sound2sight page: upload a file, or record the microphone with MediaRecorder (the browser
+// decodes and resamples the take to a 16 kHz WAV), POST it to /api/paint, then show the
+// emotion, the paintings with the artworks nearest each, the artworks nearest the voice,
+// and where the model's training data came from.
 "use strict";
 
 const TARGET_RATE = 16000; // Hz of the WAV sent to the server (the model's rate)
+const SHOWN_PX = 256; // paintings are shown at least this large, smoothly upscaled
 const $ = (id) => document.getElementById(id);
 let limits = { max_upload_bytes: 10e6, max_seconds: 60 };
-let recorder = null; // {stream, ctx, node, chunks, rate, started, timer}
+let recorder = null; // {media, stream, chunks, started, timer}
+let takeUrl = null; // object URL of the last recording (revoked when replaced)
 
 function showStatus(text) {
   $("status-text").textContent = text;
@@ -22,19 +26,30 @@ function setBusy(busy) {
   $("record").disabled = busy;
 }
 
-// ---- WAV encoding
-function resample(samples, rate, target) {
-  if (rate === target) return samples;
-  const ratio = rate / target;
-  const out = new Float32Array(Math.floor(samples.length / ratio));
-  for (let i = 0; i < out.length; i++) {
-    // average the input samples that fall in this output sample (a crude low-pass)
-    const a = Math.floor(i * ratio), b = Math.min(samples.length, Math.floor((i + 1) * ratio));
-    let sum = 0;
-    for (let j = a; j < b; j++) sum += samples[j];
-    out[i] = b > a ? sum / (b - a) : samples[a];
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+// ---- recorded audio -> 16 kHz mono WAV (the browser's own decoder and resampler)
+async function toWav(blob) {
+  const ctx = new AudioContext();
+  let decoded;
+  try {
+    decoded = await ctx.decodeAudioData(await blob.arrayBuffer());
+  } finally {
+    ctx.close();
   }
-  return out;
+  const frames = Math.max(1, Math.ceil(decoded.duration * TARGET_RATE));
+  const offline = new OfflineAudioContext(1, frames, TARGET_RATE); // mono: channels are mixed down
+  const source = offline.createBufferSource();
+  source.buffer = decoded;
+  source.connect(offline.destination);
+  source.start();
+  const rendered = await offline.startRendering();
+  return encodeWav(rendered.getChannelData(0), TARGET_RATE);
 }
 
 function encodeWav(samples, rate) {
@@ -53,9 +68,21 @@ function encodeWav(samples, rate) {
 }
 
 // ---- microphone
+function showTake(blob) {
+  if (takeUrl) URL.revokeObjectURL(takeUrl);
+  takeUrl = URL.createObjectURL(blob);
+  $("playback").src = takeUrl;
+  $("take").hidden = false;
+}
+
+function recorderType() {
+  const types = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm", "audio/mp4"];
+  return types.find((t) => window.MediaRecorder && MediaRecorder.isTypeSupported(t)) || "";
+}
+
 async function startRecording() {
   showError("");
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.MediaRecorder) {
     showError("This browser cannot record here (the microphone needs https or localhost).");
     return;
   }
@@ -66,21 +93,18 @@ async function startRecording() {
     showError("Microphone unavailable: " + (err && err.message ? err.message : err));
     return;
   }
-  const ctx = new AudioContext();
-  const source = ctx.createMediaStreamSource(stream);
-  const node = ctx.createScriptProcessor(4096, 1, 1);
-  const mute = ctx.createGain();
-  mute.gain.value = 0; // keep the graph running without playing the voice back
+  const type = recorderType();
+  const media = new MediaRecorder(stream, type ? { mimeType: type } : {});
   const chunks = [];
-  node.onaudioprocess = (e) => chunks.push(new Float32Array(e.inputBuffer.getChannelData(0)));
-  source.connect(node); node.connect(mute); mute.connect(ctx.destination);
+  media.ondataavailable = (e) => { if (e.data && e.data.size) chunks.push(e.data); };
   const started = performance.now();
   const timer = setInterval(() => {
     const s = (performance.now() - started) / 1000;
     $("rec-time").textContent = `recording ${s.toFixed(1)} s`;
     if (s >= limits.max_seconds - 0.5) stopRecording();
   }, 100);
-  recorder = { stream, ctx, node, chunks, rate: ctx.sampleRate, timer };
+  recorder = { media, stream, chunks, timer };
+  media.start(250); // a chunk every 250 ms
   $("record").textContent = "■ Stop";
   $("record").classList.add("recording");
   $("file").disabled = true;
@@ -91,22 +115,29 @@ async function stopRecording() {
   const r = recorder;
   recorder = null;
   clearInterval(r.timer);
-  r.node.onaudioprocess = null;
+  const stopped = new Promise((resolve) => { r.media.onstop = resolve; });
+  r.media.stop();
+  await stopped;
   r.stream.getTracks().forEach((t) => t.stop());
-  await r.ctx.close();
   $("record").textContent = "● Record";
   $("record").classList.remove("recording");
   $("rec-time").textContent = "";
-  const n = r.chunks.reduce((acc, c) => acc + c.length, 0);
-  if (n === 0) {
+  const blob = new Blob(r.chunks, { type: r.media.mimeType || "audio/webm" });
+  if (blob.size === 0) {
     showError("Nothing was recorded: check the microphone.");
     $("file").disabled = false;
     return;
   }
-  const all = new Float32Array(n);
-  let off = 0;
-  for (const c of r.chunks) { all.set(c, off); off += c.length; }
-  await paint(encodeWav(resample(all, r.rate, TARGET_RATE), TARGET_RATE), "recording");
+  let wav;
+  try {
+    wav = await toWav(blob);
+  } catch (err) {
+    showError("Could not decode the recording in this browser: " + (err && err.message ? err.message : err));
+    $("file").disabled = false;
+    return;
+  }
+  showTake(wav); // the WAV that is sent: what the server hears, with a known duration
+  await paint(wav, "recording");
 }
 
 // ---- server round trip
@@ -129,6 +160,7 @@ async function paint(blob, what) {
     if (!resp.ok) {
       const msg = body && body.error ? body.error : resp.statusText;
       showError(`Could not paint this ${what} (HTTP ${resp.status}): ${msg}`);
+      $("result").hidden = true;
       return;
     }
     render(body);
@@ -140,43 +172,83 @@ async function paint(blob, what) {
   }
 }
 
-function figure(src, caption, alt) {
-  const fig = document.createElement("figure");
-  const img = document.createElement("img");
-  img.src = src; img.alt = alt;
-  const cap = document.createElement("figcaption");
-  cap.textContent = caption;
-  fig.append(img, cap);
+// ---- rendering
+function credit(nb) {
+  // "Title — Artist" when the file name carries them, the file name otherwise
+  const title = el("span", { className: "title", textContent: nb.title || nb.name });
+  const artist = nb.artist ? el("span", { className: "artist", textContent: nb.artist }) : null;
+  const match = el("span", { className: `match ${nb.label}`, textContent: `${nb.label} · ${nb.score.toFixed(2)}` });
+  return [title, artist, match];
+}
+
+function artworkCard(nb, small) {
+  const alt = nb.artist ? `${nb.title} by ${nb.artist}` : `artwork ${nb.title || nb.name}`;
+  const img = el("img", { src: nb.thumbnail, alt, title: nb.name });
+  return el("figure", { className: small ? "artwork small" : "artwork" }, img,
+    el("figcaption", {}, ...credit(nb)));
+}
+
+function paintingFigure(src, i, size, emotion, nearest) {
+  const [w, h] = size || [0, 0];
+  const img = el("img", { src, className: "painting", alt: `generated painting ${i + 1} (${emotion})` });
+  img.style.width = `${Math.max(SHOWN_PX, w)}px`;
+  const res = (a, b) => `${a}×${b} px` + (a < SHOWN_PX ? ", upscaled" : "");
+  const cap = el("figcaption", {},
+    el("span", { textContent: `painted #${i + 1}` }),
+    el("span", { className: "res", textContent: w ? res(w, h) : "" }));
+  img.addEventListener("load", () => {
+    if (!w) cap.lastChild.textContent = res(img.naturalWidth, img.naturalHeight);
+  });
+  const fig = el("figure", { className: "painting-card" }, img, cap);
+  if (nearest && nearest.length) {
+    fig.append(el("div", { className: "strip" },
+      el("p", { className: "muted strip-title", textContent: "Nearest to this painting" }),
+      el("div", { className: "strip-items" }, ...nearest.map((nb) => artworkCard(nb, true)))));
+  }
   return fig;
+}
+
+function renderBars(probabilities) {
+  const bars = $("bars");
+  bars.replaceChildren();
+  for (const [label, p] of Object.entries(probabilities)) {
+    const fill = el("div", { className: label });
+    fill.style.width = `${(100 * p).toFixed(1)}%`;
+    const pct = el("span", { textContent: `${(100 * p).toFixed(0)}%` });
+    pct.dataset.label = label;
+    bars.append(el("span", { textContent: label }), el("div", { className: "bar" }, fill), pct);
+  }
+}
+
+function renderProvenance(prov) {
+  const dl = $("provenance");
+  dl.replaceChildren();
+  const entries = Object.entries(prov || {});
+  if (!entries.length) {
+    dl.append(el("dd", { textContent: "This model did not record what it was trained on." }));
+    return;
+  }
+  for (const [part, text] of entries) dl.append(el("dt", { textContent: part }), el("dd", { textContent: text }));
 }
 
 function render(r) {
   $("emotion").textContent = r.emotion;
   $("emotion").className = r.emotion;
-  const bars = $("bars");
-  bars.replaceChildren();
-  for (const [label, p] of Object.entries(r.probabilities)) {
-    const name = document.createElement("span");
-    name.textContent = label;
-    const bar = document.createElement("div");
-    bar.className = "bar";
-    const fill = document.createElement("div");
-    fill.className = label;
-    fill.style.width = `${(100 * p).toFixed(1)}%`;
-    bar.append(fill);
-    const pct = document.createElement("span");
-    pct.textContent = `${(100 * p).toFixed(0)}%`;
-    pct.dataset.label = label;
-    bars.append(name, bar, pct);
-  }
+  const unc = $("uncertain");
+  unc.hidden = !r.uncertain;
+  unc.textContent = r.uncertain ? `uncertain between ${r.uncertain[0]} and ${r.uncertain[1]}` : "";
+  renderBars(r.probabilities);
   const t = r.timings_ms || {};
   $("meta").textContent = `${r.seconds !== undefined ? r.seconds.toFixed(1) + " s of audio, " : ""}` +
     `${r.n_windows} window${r.n_windows === 1 ? "" : "s"}` +
-    (t.total !== undefined ? `, ${t.total.toFixed(0)} ms on the server` : "");
+    (t.total !== undefined ? `, answered in ${t.total.toFixed(0)} ms on the server` : "");
+  const perImage = r.image_neighbours || [];
   $("paintings").replaceChildren(...r.images.map((src, i) =>
-    figure(src, `painted #${i + 1}`, `generated painting ${i + 1} (${r.emotion})`)));
-  $("neighbours").replaceChildren(...r.neighbours.map((nb) =>
-    figure(nb.thumbnail, `${nb.label} · ${nb.score.toFixed(2)} · ${nb.name}`, `real artwork ${nb.name}`)));
+    paintingFigure(src, i, (r.image_sizes || [])[i], r.emotion, perImage[i])));
+  $("neighbours").replaceChildren(...r.neighbours.map((nb) => artworkCard(nb, false)));
+  renderProvenance(r.provenance);
+  const art = (r.provenance || {}).art;
+  $("art-source").textContent = art ? ` Collection: ${art}.` : "";
   $("result").hidden = false;
 }
 
@@ -185,7 +257,9 @@ window.addEventListener("DOMContentLoaded", async () => {
   $("file").addEventListener("change", async (e) => {
     const file = e.target.files[0];
     e.target.value = ""; // choosing the same file again fires change again
-    if (file) await paint(file, `file “${file.name}”`);
+    if (!file) return;
+    showTake(file);
+    await paint(file, `file “${file.name}”`);
   });
   $("record").addEventListener("click", () => (recorder ? stopRecording() : startRecording()));
   try {
