@@ -7,8 +7,9 @@ the seed also redraws the validation speakers):
 ``<enc> best layer``    the head on the single layer with the best *validation* macro-F1
                         (mean over folds of the validation speakers inside the training
                         folds: the test fold never picks it)
-``<enc> weighted``      learned softmax weights over every layer (the default)
-``both weighted``       tiny.en and base side by side
+``<enc> weighted``      learned softmax weights over every layer
+``<enc> middle``        learned softmax weights over the middle blocks (the default)
+``both <variant>``      tiny.en and base side by side
 
 Plus ``--random-split``: the seed's random stratified 80/20 split (speakers LEAK; only to
 compare with the paper) for the default head.
@@ -34,8 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ser import load_items, seed_split, summarise  # noqa: E402
-
+from ser import load_items, seed_split  # noqa: E402
 from sound2sight.config import load_config  # noqa: E402
 from sound2sight.io import atomic_write_text  # noqa: E402
 from sound2sight.labels import EMOTIONS  # noqa: E402
@@ -69,7 +69,11 @@ def _agg(runs: list[dict]) -> dict:
     }
     out["seeds"] = [r["seed"] for r in runs]
     out["runs"] = [
-        {"seed": r["seed"], "accuracy": r["pooled"]["accuracy"], "macro_f1": r["pooled"]["macro_f1"]}
+        {
+            "seed": r["seed"],
+            "accuracy": r["pooled"]["accuracy"],
+            "macro_f1": r["pooled"]["macro_f1"],
+        }
         for r in runs
     ]
     out["seconds_per_fold"] = float(np.mean([r["seconds_per_fold"] for r in runs]))
@@ -105,7 +109,10 @@ def print_table(rows: dict) -> str:
         if "si5" not in r:
             continue
         s = r["si5"]
-        pm = lambda k: f"{s[k]['mean']:.3f} ± {s[k]['sd']:.3f}"  # noqa: E731
+
+        def pm(k: str, s: dict = s) -> str:
+            return f"{s[k]['mean']:.3f} ± {s[k]['sd']:.3f}"
+
         pc = s["per_corpus_accuracy"]
         lines.append(
             f"{name:28s} {pm('accuracy'):>14s} {pm('macro_f1'):>14s} "
@@ -128,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "audio")
     ap.add_argument("--encoders", default="tiny.en,base", help="comma list of tiny.en, base")
-    ap.add_argument("--variants", default="last,best-layer,weighted")
+    ap.add_argument("--variants", default="last,best-layer,weighted,middle")
+    ap.add_argument(
+        "--select-epochs", type=int, default=12, help="epochs per single-layer run of best-layer"
+    )
     ap.add_argument("--both", action="store_true", help="also tiny.en + base side by side")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--folds", default="0,1,2,3,4")
@@ -154,39 +164,63 @@ def main(argv: list[str] | None = None) -> int:
         items = load_items(args.data)
         plan = [(e, v) for e in args.encoders.split(",") for v in args.variants.split(",")]
         if args.both:
-            plan.append(("both", "weighted"))
+            plan += [("both", v) for v in args.variants.split(",") if v != "best-layer"]
         feats: dict[str, tuple] = {}
         for enc, variant in plan:
             base = load_config(overrides=[f"classifier.encoder={enc}", *args.set])
             if enc not in feats:
                 t0 = time.perf_counter()
                 feats[enc] = load_voice_features(items, base, progress=False)
-                log.info("%s features %s in %.0f s", enc, feats[enc][1].shape, time.perf_counter() - t0)
+                log.info(
+                    "%s features %s in %.0f s", enc, feats[enc][1].shape, time.perf_counter() - t0
+                )
             its, x = feats[enc]
             n_layers = x.shape[1]
             name = f"{enc} {variant}{args.tag}"
-            layer = {"last": "last", "weighted": "all"}.get(variant)
+            layer = {"last": "last", "weighted": "all", "middle": "middle"}.get(variant)
             if variant == "best-layer":  # pick on validation speakers, seed 0
                 scores = {}
                 for li in range(n_layers):
-                    c = load_config(overrides=[f"classifier.encoder={enc}", f"classifier.layers={li}", *args.set])
+                    c = load_config(
+                        overrides=[
+                            f"classifier.encoder={enc}",
+                            f"classifier.layers={li}",
+                            f"train.epochs={args.select_epochs}",
+                            *args.set,
+                        ]
+                    )
                     r = _si5(c, args.runs / f"{enc}-layer{li}" / "seed0", its, x, folds)
                     scores[li] = r["val_macro_f1_mean"]
-                    log.info("%s layer %d: val macro-F1 %.4f (SI-5 test acc %.4f)", enc, li, scores[li], r["pooled"]["accuracy"])
+                    log.info(
+                        "%s layer %d: val macro-F1 %.4f (SI-5 test acc %.4f)",
+                        enc,
+                        li,
+                        scores[li],
+                        r["pooled"]["accuracy"],
+                    )
                 layer = str(max(scores, key=scores.get))
                 update(name, layer_val_macro_f1=scores)
             runs = []
             for s in seeds:
                 c = load_config(
-                    overrides=[f"classifier.encoder={enc}", f"classifier.layers={layer}", f"seed={s}", *args.set]
+                    overrides=[
+                        f"classifier.encoder={enc}",
+                        f"classifier.layers={layer}",
+                        f"seed={s}",
+                        *args.set,
+                    ]
                 )
-                tag = f"{enc}-layer{layer}" if variant == "best-layer" else f"{enc}-{variant}{args.tag}"
+                tag = (
+                    f"{enc}-layer{layer}"
+                    if variant == "best-layer"
+                    else f"{enc}-{variant}{args.tag}"
+                )
                 r = _si5(c, args.runs / tag / f"seed{s}", its, x, folds)
                 r["seed"] = s
                 runs.append(r)
             cfgd = vars(c.classifier) | {"train": vars(c.train)}
             update(name, si5=_agg(runs), layer=layer, folds=folds, config=cfgd)
-            if args.random_split and variant == "weighted":
+            if args.random_split and variant == "middle":
                 c = load_config(overrides=[f"classifier.encoder={enc}", *args.set])
                 update(name, random_split=_random_split(c, args.runs / f"{enc}-random", its, x))
     current["table"] = print_table(current["rows"])

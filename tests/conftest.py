@@ -9,6 +9,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SOUND2SIGHT_DATA", REPO.parent / "shared" / "data"))
+# 23 real CREMA-D clips shipped in the package (DbCL): real speech for offline tests
+EXAMPLE_VOICES = sorted(
+    (REPO / "src" / "sound2sight" / "examples" / "voices" / "CREMA-D" / "AudioMP3").glob("*.mp3")
+)
 
 
 @pytest.fixture(scope="session")

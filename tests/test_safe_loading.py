@@ -94,8 +94,12 @@ def run_copy(good_run, tmp_path) -> Path:
 
 
 def _voice() -> np.ndarray:
-    t = np.arange(16000) / 16000
-    return (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    """A real CREMA-D clip (a pure tone is refused by the speech check, as it should be)."""
+    from conftest import EXAMPLE_VOICES
+
+    from sound2sight.audio import load_audio
+
+    return load_audio(EXAMPLE_VOICES[0])
 
 
 def test_payload_is_live_when_unpickled_unsafely(tmp_path):

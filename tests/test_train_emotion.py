@@ -47,6 +47,7 @@ def band_data(n_per_class: int = 24, *, seed: int = 0, n_speakers: int = 10):
 
 def tiny_cfg(**train) -> Config:
     cfg = Config()
+    cfg.classifier.arch = "resnet"  # these tests train the log-Mel CNNs on synthetic Mels
     cfg.classifier.width, cfg.classifier.depth, cfg.classifier.embed_dim = 8, 2, 16
     cfg.audio.n_mels = N_MELS
     cfg.train.batch_size, cfg.train.lr, cfg.train.time_mask = 8, 1e-2, 5

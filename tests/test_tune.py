@@ -42,6 +42,7 @@ def test_tune_runs_persists_and_excludes_test_fold(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tune_mod, "train_classifier", spy)
     cfg = Config()
+    cfg.classifier.arch = "resnet"  # the CNN search space, on synthetic log-Mels
     cfg.audio.n_mels, cfg.tune.epochs, cfg.train.batch_size = 16, 1, 8
     items, mels = _data()
     res = tune(cfg, tmp_path, n_trials=2, items=items, mels=mels)
@@ -57,6 +58,7 @@ def test_tune_runs_persists_and_excludes_test_fold(tmp_path, monkeypatch):
 
 def test_suggest_config_is_a_copy():
     base = Config()
+    base.classifier.arch = "resnet"
     trial = optuna.trial.FixedTrial(
         {
             "arch": "crnn",

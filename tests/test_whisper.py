@@ -183,7 +183,9 @@ def test_packaged_tiny_en_is_the_real_whisper():
 
 
 def test_head_layer_weights_and_training_step(one_thread):
-    head = WhisperHeadClassifier(ClassifierConfig(embed_dim=16, dropout=0.0), groups=[(3, 32)])
+    head = WhisperHeadClassifier(
+        ClassifierConfig(embed_dim=16, dropout=0.0, layers="all"), groups=[(3, 32)]
+    )
     w = head.layer_weights()[0]
     assert torch.allclose(w.sum(), torch.tensor(1.0)) and w.shape == (3,)
     last = WhisperHeadClassifier(ClassifierConfig(layers="last"), groups=[(3, 32)])
@@ -212,7 +214,10 @@ def test_head_ignores_padding_frames():
 
 
 def test_two_encoders_side_by_side():
-    enc_a, enc_b = _small_encoder(0), W.WhisperEncoder(W.WhisperEncoderConfig(width=16, heads=2, layers=3))
+    enc_a, enc_b = (
+        _small_encoder(0),
+        W.WhisperEncoder(W.WhisperEncoderConfig(width=16, heads=2, layers=3)),
+    )
     voice = VoiceEncoder([(enc_a, W.WhisperLogMel()), (enc_b, W.WhisperLogMel())], feature_pool=2)
     feats = voice(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 8000]))
     assert feats.shape == (2, 4, 25, 48)  # max layers 3 + 1, 50 frames / 2, 32 + 16 channels
@@ -232,7 +237,11 @@ def test_select_layers_rejects_out_of_range():
         ("empty", np.zeros(0, np.float32), "zero-length"),
         ("silent", np.zeros(16000, np.float32), "no speech"),
         ("0.1 s", (0.2 * np.random.default_rng(0).standard_normal(1600)).astype(np.float32), None),
-        ("5 min", (0.2 * np.random.default_rng(1).standard_normal(16000 * 300)).astype(np.float32), None),
+        (
+            "5 min",
+            (0.2 * np.random.default_rng(1).standard_normal(16000 * 300)).astype(np.float32),
+            None,
+        ),
     ],
 )
 def test_bad_audio_through_the_voice_front_end(case, wave, expect):

@@ -64,6 +64,15 @@ def _voice(cfg: Config, classifier, recorded: list[dict] | None = None):
     return voice
 
 
+def _provenance(run_dir: Path) -> dict[str, str]:
+    """``provenance.json`` of a run (what each part was trained on), or {}."""
+    p = run_dir / "provenance.json"
+    try:
+        return {str(k): str(v) for k, v in json.loads(p.read_text(encoding="utf-8")).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def load_parts(path: str | Path, *, device: str = "cpu") -> dict:
     """``{cfg, classifier, joint, generator, gallery, voice}`` from a run directory or a bundle.
 
@@ -92,6 +101,7 @@ def load_parts(path: str | Path, *, device: str = "cpu") -> dict:
         "generator": generator,
         "gallery": gallery,
         "voice": _voice(cfg, classifier),
+        "provenance": _provenance(path),
     }
 
 
@@ -131,6 +141,7 @@ def _load_bundle(path: Path) -> dict:
         "generator": generator.requires_grad_(False),
         "gallery": Gallery.load(_need(path / "gallery.npz", "artwork gallery")),
         "voice": _voice(cfg, classifier, meta.get("voice_encoder")),
+        "provenance": meta.get("provenance") or {},
     }
 
 
@@ -155,9 +166,9 @@ def export(run_dir: Path, out_dir: Path) -> Path:
         state = {k: v.detach().contiguous().clone() for k, v in parts[name].state_dict().items()}
         save_file(state, str(tmp / f"{name}.safetensors"))
     g: Gallery = parts["gallery"]
-    Gallery([Path(str(p)).name for p in g.paths], g.labels, g.embeddings, g.thumbnails).save(
-        tmp / "gallery.npz"
-    )
+    Gallery(
+        [Path(str(p)).name for p in g.paths], g.labels, g.embeddings, g.thumbnails, g.features
+    ).save(tmp / "gallery.npz")
     atomic_write_json(
         tmp / "bundle.json",
         {
@@ -167,6 +178,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
             "labels": list(EMOTIONS),
             # the frozen Whisper weights the voice head reads: named and hashed, not copied
             "voice_encoder": parts["voice"].provenance if parts["voice"] is not None else None,
+            "provenance": parts["provenance"],
         },
     )
     atomic_write_bytes(

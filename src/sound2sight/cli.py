@@ -223,6 +223,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    import csv
+
     from sound2sight.config import load_config
     from sound2sight.pipeline import Sound2Sight, save_result
     from sound2sight.synthetic import make_demo_corpus
@@ -231,9 +233,10 @@ def cmd_demo(args) -> int:
     run = Path(args.run)
     t0 = time.perf_counter()
     data = run / "demo-data"
-    make_demo_corpus(data, seed=args.seed)
+    make_demo_corpus(data, seed=args.seed)  # the procedural paintings (and voices, unused)
+    voices = Path(__file__).resolve().parent / "examples" / "voices"  # 23 CREMA-D clips
     overrides = [
-        f"data.audio_root={data / 'audio'}",
+        f"data.audio_root={voices}",
         f"data.art_root={data / 'art'}",
         f"seed={args.seed}",
         *(args.set or []),
@@ -243,12 +246,23 @@ def cmd_demo(args) -> int:
         cfg.device = args.device
     train_all(cfg, run)
     pipe = Sound2Sight.from_run(run)
+    for part, text in pipe.provenance.items():
+        print(f"{part}: {text}")
     painted = run / "painted"
-    for emotion in ("angry", "happy", "sad"):
-        voice = sorted((data / "audio" / emotion).glob("*.wav"))[-1]
-        result = pipe(voice, n_images=4, seed=args.seed)
-        save_result(result, painted, name=voice.stem)
-        print(f"{voice.name}: heard {result.emotion} ({result.probabilities[result.emotion]:.2f})")
+    with open(run / "data" / "audio_manifest.csv", newline="", encoding="utf-8") as fh:
+        test = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    for emotion in ("angry", "happy", "sad"):  # real voices of the run's test speakers
+        rows = [r for r in test if r["label"] == emotion][:1]
+        for r in rows:
+            voice = Path(r["path"])
+            result = pipe(voice, n_images=4, seed=args.seed)
+            save_result(result, painted, name=voice.stem)
+            said = (
+                f"uncertain between {result.uncertain[0]} and {result.uncertain[1]}"
+                if result.uncertain
+                else f"{result.emotion} ({result.probabilities[result.emotion]:.2f})"
+            )
+            print(f"{voice.name} (acted {emotion}): heard {said}")
     from sound2sight.report import write_report
 
     write_report(run)

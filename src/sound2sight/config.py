@@ -72,6 +72,7 @@ class DataConfig:
         ""  # artwork folder (folder-per-label) or the folder a labels CSV is relative to
     )
     art_labels: str = ""  # optional image,label CSV (relative paths resolve against art_root)
+    art_description: str = ""  # how people should be told what the art is (e.g. "procedural demo paintings"); empty = counted from the manifest
     art_unlabelled: str = ""  # optional folder of paintings without labels (relative: under art_root); gan.condition=image trains on them
     folds_csv: str = ""  # optional corpus,speaker,fold CSV; empty = folds assigned by speaker hash
     n_folds: int = 5  # speaker folds
@@ -89,11 +90,17 @@ class DataConfig:
 @dataclass
 class ClassifierConfig:
     arch: str = "whisper"  # whisper (frozen Whisper encoder + head, models/voice.py) | vgg | resnet | crnn (log-Mel CNNs, models/emotion.py)
-    encoder: str = "tiny.en"  # whisper: tiny.en | base | both | a CTranslate2 dir | an openai-whisper .pt
-    layers: str = "all"  # whisper: layers the head weighs: all | last | comma list (0 = conv embedding)
+    encoder: str = (
+        "tiny.en"  # whisper: tiny.en | base | both | a CTranslate2 dir | an openai-whisper .pt
+    )
+    layers: str = "middle"  # whisper: layers the head weighs: middle (blocks 2..n-1) | all | last | comma list (0 = conv embedding)
     pooling: str = "attentive"  # whisper: attentive | mean (statistics pooling over time)
     attn_hidden: int = 128  # whisper: hidden width of the attention scorer
-    max_seconds: float = 6.0  # whisper: longest voiced span encoded per clip (s); longer is centre-cropped
+    max_seconds: float = (
+        6.0  # whisper: longest voiced span encoded per clip (s); longer is centre-cropped
+    )
+    pretrained: str = ""  # a voice model shipped with the package (e.g. voice-cremad-tiny) instead of training one
+    noise_floor_db: float = 0.0  # whisper: add white noise this many dB below the voice's RMS (e.g. 30; 0 = off) so clean and noisy recordings share one noise floor
     feature_pool: int = 4  # whisper: encoder frames (20 ms) averaged per cached feature frame
     width: int = 16  # channels of the first conv stage (16: ~16 MMAC per 3 s clip)
     depth: int = 3  # conv stages
@@ -106,7 +113,7 @@ class TrainConfig:
     epochs: int = 20  # maximum epochs (cosine LR schedule over this many)
     batch_size: int = 64  # clips per step
     lr: float = 2e-3  # AdamW learning rate
-    weight_decay: float = 1e-3  # AdamW weight decay
+    weight_decay: float = 1e-2  # AdamW weight decay (the CNN rows of BENCHMARKS.md used 1e-3)
     patience: int = 6  # early-stopping patience (epochs without val macro-F1 gain)
     class_weighted: bool = True  # inverse-frequency class weights in the loss
     spec_augment: bool = True  # SpecAugment time and frequency masks
@@ -187,6 +194,15 @@ class PipelineConfig:
     k_neighbours: int = 8  # nearest real artworks returned
     window_seconds: float = 3.0  # long recordings are cut into windows of this length
     hop_seconds: float = 1.5  # hop between windows
+    vad: bool = True  # keep only the speech a voice-activity detector (silero) finds
+    vad_threshold: float = (
+        0.3  # silero speech probability threshold (0.5 rejects ~4 % of real clips)
+    )
+    min_speech: float = 0.5  # seconds of detected speech below which a recording is refused
+    uncertain_margin: float = 0.15  # "uncertain between X and Y" when the top two are this close
+    steer: bool = True  # move the voice's shared-space point into the decided emotion's region
+    oversample: int = 4  # paintings drawn per one kept (the image-emotion probe picks); 1 = none
+    k_image_neighbours: int = 4  # artworks nearest each painting in image-feature space
 
 
 @dataclass
@@ -282,12 +298,14 @@ align.epochs align.batch_per_class align.lr align.temperature align.steps_per_ep
 align.patience gan.z_dim gan.g_ch gan.d_ch gan.steps gan.batch_size gan.lr_g gan.lr_d
 gan.sample_every gan.ckpt_every gan.cond_dim gan.d_steps gan.eval_per_class gan.eval_fd
 pipeline.n_images pipeline.k_neighbours pipeline.window_seconds pipeline.hop_seconds
+pipeline.min_speech pipeline.vad_threshold pipeline.oversample
 """
 _NONNEGATIVE_KEYS = """
-audio.fmin data.workers train.weight_decay train.freq_mask train.time_mask train.mixup
+audio.fmin classifier.noise_floor_db data.workers train.weight_decay train.freq_mask train.time_mask train.mixup
 train.gain_db train.crop_frames train.num_workers image.num_workers align.hidden
 align.weight_decay align.audio_hidden align.cross_weight align.prototype_weight
-align.gap_weight align.map_points gan.fd_samples
+align.gap_weight align.map_points gan.fd_samples pipeline.uncertain_margin
+pipeline.k_image_neighbours
 """
 _FRACTION_KEYS = "data.val_fraction classifier.dropout align.dropout align.audio_dropout gan.ema"
 _RULES: dict[str, tuple] = {

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 from sound2sight.audio import AudioError, LogMel, decode_audio, preprocess_waveform, trim_silence
+from sound2sight.calibration import decide
+from sound2sight.coherence import PaintingJudge, class_centroids, steer
 from sound2sight.config import Config
 from sound2sight.labels import EMOTIONS
 
@@ -56,6 +58,10 @@ class Result:
     provenance: dict[str, str] = field(
         default_factory=dict
     )  # part -> what it was trained on, e.g. {"voice": "pretrained on CREMA-D, 60 actors"}
+    painted_emotions: list[str] = field(
+        default_factory=list
+    )  # the image-emotion probe's reading of each painting
+    steered: float = 0.0  # share of the way the voice's point was moved to the decided emotion
 
 
 class Sound2Sight:
@@ -73,6 +79,7 @@ class Sound2Sight:
         generator,
         gallery,
         voice=None,
+        provenance: dict[str, str] | None = None,
         device: str = "cpu",
     ) -> None:
         from sound2sight.retrieval import NearestArtworks
@@ -92,6 +99,17 @@ class Sound2Sight:
         self.logmel = LogMel(cfg.audio).to(self.device)
         self.gallery = gallery
         self.nearest = NearestArtworks(gallery)
+        self.provenance = provenance or {}
+        labels = np.asarray(gallery.labels).astype(str)
+        present = [e for e in EMOTIONS if (labels == e).any()]
+        self.centroids = (
+            class_centroids(np.asarray(gallery.embeddings, np.float32), labels, EMOTIONS)
+            if len(present) == len(EMOTIONS)
+            else None
+        )
+        self.judge = None  # image-emotion probe + image-space neighbours (needs features)
+        if gallery.features is not None and len(present) == len(EMOTIONS) and len(labels) >= 6:
+            self.judge = PaintingJudge(gallery.features, labels, EMOTIONS)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, device: str = "cpu") -> Sound2Sight:
@@ -215,47 +233,88 @@ class Sound2Sight:
         t = {"start": time.perf_counter()}
         name = str(audio) if isinstance(audio, (str, Path)) else "upload"
         wave = self._waveform(audio, sample_rate)
+        if self.cfg.pipeline.vad:  # only what a voice-activity detector calls speech
+            from sound2sight.vad import extract_speech
+
+            if wave.size == 0:
+                raise AudioError(f"{name}: zero-length audio (no samples)")
+            wave = extract_speech(
+                wave,
+                name=name,
+                min_speech=self.cfg.pipeline.min_speech,
+                threshold=self.cfg.pipeline.vad_threshold,
+            )
         feats, n_windows = self._features(wave, name)
         t["features"] = time.perf_counter()
         logits, emb = self.classifier.logits_and_embedding(feats)  # (W, 3), (W, embed_dim)
-        probs = torch.softmax(logits, dim=-1).mean(0)  # (3,)
+        t_soft = getattr(self.classifier, "temperature", None)  # fitted on validation speakers
+        probs = torch.softmax(logits / (1.0 if t_soft is None else t_soft), dim=-1).mean(0)  # (3,)
         t["classify"] = time.perf_counter()
+        p = probs.cpu().numpy()
+        emotion, uncertain = decide(p, EMOTIONS, margin=self.cfg.pipeline.uncertain_margin)
         z = self.joint.embed_audio(emb).mean(0, keepdim=True)  # (1, 128)
-        z = torch.nn.functional.normalize(z, dim=-1)
+        z = torch.nn.functional.normalize(z, dim=-1)[0].cpu().numpy()  # (128,)
+        shift = 0.0
+        if self.cfg.pipeline.steer and self.centroids is not None:  # follow the decision
+            z, shift = steer(z, EMOTIONS.index(emotion), self.centroids)
         t["project"] = time.perf_counter()
         n = self.cfg.pipeline.n_images if n_images is None else n_images
-        images: list[np.ndarray] = []
-        if n > 0:
-            from sound2sight.models.gan import generate
-
-            if generator is None:
-                generator = torch.Generator().manual_seed(0 if seed is None else seed)
-            imgs = generate(self.generator, z.expand(n, -1), generator=generator)
-            images = [np.asarray(im) for im in imgs]
+        images, image_nb, painted = self._paint(z, emotion, n, seed, generator)
         t["generate"] = time.perf_counter()
         k = self.cfg.pipeline.k_neighbours if k is None else k
         neighbours = []
         if k > 0:
-            idx, sims = self.nearest.search(z.cpu().numpy(), k=k)  # (1, k), (1, k)
-            g = self.gallery
-            neighbours = [
-                Neighbour(str(g.paths[i]), str(g.labels[i]), float(s), g.thumbnails[i])
-                for i, s in zip(idx[0], sims[0], strict=True)
-            ]
+            idx, sims = self.nearest.search(z[None], k=k)  # (1, k), (1, k)
+            neighbours = [self._neighbour(i, s) for i, s in zip(idx[0], sims[0], strict=True)]
         t["neighbours"] = time.perf_counter()
         keys = list(t)
         timings = {b: (t[b] - t[a]) * 1000 for a, b in zip(keys, keys[1:], strict=False)}
         timings["total"] = (t[keys[-1]] - t["start"]) * 1000
-        p = probs.cpu().numpy()
         return Result(
-            emotion=EMOTIONS[int(p.argmax())],
+            emotion=emotion,
             probabilities={e: float(v) for e, v in zip(EMOTIONS, p, strict=True)},
-            embedding=z[0].cpu().numpy(),
+            embedding=z,
             images=images,
             neighbours=neighbours,
             n_windows=n_windows,
             timings_ms=timings,
+            uncertain=uncertain,
+            image_neighbours=image_nb,
+            provenance=dict(self.provenance),
+            painted_emotions=painted,
+            steered=shift,
         )
+
+    def _neighbour(self, i: int, score: float) -> Neighbour:
+        g = self.gallery
+        return Neighbour(str(g.paths[i]), str(g.labels[i]), float(score), g.thumbnails[i])
+
+    def _paint(self, z: np.ndarray, emotion: str, n: int, seed, generator):
+        """``n`` paintings conditioned on ``z``: drawn ``oversample`` times over and the
+        ones the image-emotion probe finds most like ``emotion`` kept (when the gallery
+        has image features); each with its nearest gallery paintings in image space."""
+        if n <= 0:
+            return [], [], []
+        from sound2sight.models.gan import generate
+
+        if generator is None:
+            generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        pc = self.cfg.pipeline
+        draw = n * (pc.oversample if self.judge is not None else 1)
+        cond = torch.from_numpy(z).to(self.device)[None].expand(draw, -1)
+        images = [np.asarray(im) for im in generate(self.generator, cond, generator=generator)]
+        if self.judge is None:
+            return images, [], []
+        feats = self.judge.features(images)  # (draw, 1280)
+        probs = self.judge.emotion_probs(feats)  # (draw, 3)
+        keep = np.argsort(-probs[:, EMOTIONS.index(emotion)], kind="stable")[:n]
+        idx, sims = self.judge.nearest(feats[keep], k=pc.k_image_neighbours)
+        image_nb = [
+            [self._neighbour(i, s) for i, s in zip(row, srow, strict=True)]
+            for row, srow in zip(idx, sims, strict=True)
+        ]
+        painted = [EMOTIONS[int(probs[i].argmax())] for i in keep]
+        return [images[i] for i in keep], image_nb, painted
 
 
 def save_result(result: Result, out_dir: str | Path, *, name: str = "voice") -> Path:
@@ -284,6 +343,14 @@ def save_result(result: Result, out_dir: str | Path, *, name: str = "voice") -> 
                 {"path": n.path, "label": n.label, "score": round(n.score, 4)}
                 for n in result.neighbours
             ],
+            "uncertain": list(result.uncertain) if result.uncertain else None,
+            "painted_emotions": result.painted_emotions,
+            "image_neighbours": [
+                [{"path": n.path, "label": n.label, "score": round(n.score, 4)} for n in row]
+                for row in result.image_neighbours
+            ],
+            "steered": round(result.steered, 3),
+            "provenance": result.provenance,
             "n_windows": result.n_windows,
             "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()},
         },

@@ -193,6 +193,7 @@ class Gallery:
     labels: np.ndarray  # (G,) str, emotions
     embeddings: np.ndarray  # (G, D) float32 unit vectors
     thumbnails: np.ndarray  # (G, 64, 64, 3) uint8
+    features: np.ndarray | None = None  # (G, 1280) float16 EfficientNet-Lite0 features, if kept
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -206,6 +207,9 @@ class Gallery:
             labels=np.asarray(self.labels, dtype=str),
             embeddings=np.asarray(self.embeddings, dtype=np.float32),
             thumbnails=np.asarray(self.thumbnails, dtype=np.uint8),
+            **(
+                {} if self.features is None else {"features": np.asarray(self.features, np.float16)}
+            ),
         )
         return atomic_write_bytes(path, buf.getvalue())
 
@@ -214,7 +218,8 @@ class Gallery:
         """Read a gallery written by :meth:`save` (no pickles)."""
         try:
             with np.load(path, allow_pickle=False) as z:
-                return cls(z["paths"], z["labels"], z["embeddings"], z["thumbnails"])
+                feats = z["features"] if "features" in z.files else None
+                return cls(z["paths"], z["labels"], z["embeddings"], z["thumbnails"], feats)
         except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: not a gallery written by Gallery.save ({exc})") from exc
 

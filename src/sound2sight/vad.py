@@ -280,7 +280,7 @@ def extract_speech(
     Raises
     ------
     AudioError
-        ``"<name>: only 0.12 s of speech detected (need at least 0.5 s)"`` for silence,
+        ``"<name>: no speech detected (only 0.12 s of speech found, need at least 0.5 s)"`` for silence,
         tones, noise, music or clips too short to judge.
 
     Examples
@@ -292,14 +292,15 @@ def extract_speech(
     >>> extract_speech(np.zeros(16000, dtype=np.float32), name="quiet.wav")
     Traceback (most recent call last):
     ...
-    sound2sight.audio.AudioError: quiet.wav: only 0.00 s of speech detected (need at least 0.5 s)
+    sound2sight.audio.AudioError: quiet.wav: no speech detected (only 0.00 s of speech found, need at least 0.5 s)
     """
     wave = np.asarray(wave, dtype=np.float32)
     segments = speech_segments(wave, sample_rate=sample_rate, threshold=threshold)
     seconds = sum(stop - start for start, stop in segments) / sample_rate
     if seconds < min_speech:
         raise AudioError(
-            f"{name}: only {seconds:.2f} s of speech detected (need at least {min_speech:g} s)"
+            f"{name}: no speech detected (only {seconds:.2f} s of speech found, "
+            f"need at least {min_speech:g} s)"
         )
     pieces = _pad_and_merge(segments, pad=pad_ms * sample_rate // 1000, n_samples=len(wave))
     log.debug("%s: %.2f s of speech in %d region(s)", name, seconds, len(pieces))

@@ -25,7 +25,13 @@ from sound2sight.audio import AudioError, _rms, load_audio, trim_silence
 from sound2sight.cache import FeatureCache, config_hash, file_sha256
 from sound2sight.config import Config
 
-__all__ = ["VoiceBatch", "prepare_voice", "voice_namespace", "build_voice_cache", "load_voice_features"]
+__all__ = [
+    "VoiceBatch",
+    "prepare_voice",
+    "voice_namespace",
+    "build_voice_cache",
+    "load_voice_features",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,10 @@ def prepare_voice(wave: np.ndarray, cfg: Config, *, name: str = "audio") -> np.n
         start = (len(voiced) - n_max) // 2
         voiced = voiced[start : start + n_max]
     out = np.multiply(voiced, np.float32(a.target_rms / max(_rms(voiced), 1e-8)), dtype=np.float32)
+    if cfg.classifier.noise_floor_db > 0:  # one noise floor for clean and noisy recordings
+        rng = np.random.default_rng(len(out))  # deterministic: cached features reproduce
+        level = a.target_rms * 10 ** (-cfg.classifier.noise_floor_db / 20)
+        out += rng.standard_normal(len(out)).astype(np.float32) * np.float32(level)
     return np.clip(out, -1.0, 1.0, out=out)
 
 
@@ -68,6 +78,7 @@ def voice_namespace(cfg: Config, provenance: list[dict]) -> str:
         "silence": a.silence_rms,
         "max_seconds": c.max_seconds,
         "pool": c.feature_pool,
+        **({"noise_floor_db": c.noise_floor_db} if c.noise_floor_db > 0 else {}),
     }
     return "voice-" + config_hash(key, version=VOICE_VERSION)
 
@@ -126,10 +137,16 @@ def build_voice_cache(
         decoded = []
         for key, path in items[start : start + 256]:
             try:
-                wave = load_audio(path, sample_rate=cfg.audio.sample_rate, max_seconds=cfg.audio.max_seconds)
+                wave = load_audio(
+                    path, sample_rate=cfg.audio.sample_rate, max_seconds=cfg.audio.max_seconds
+                )
                 decoded.append((key, prepare_voice(wave, cfg, name=path)))
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-                msg = str(exc) if isinstance(exc, AudioError) else f"{path}: {type(exc).__name__}: {exc}"
+                msg = (
+                    str(exc)
+                    if isinstance(exc, AudioError)
+                    else f"{path}: {type(exc).__name__}: {exc}"
+                )
                 bad[key] = msg
                 failures.append((path, msg))
                 bar.update(1)
@@ -191,11 +208,40 @@ def load_voice_features(items, cfg: Config, *, progress: bool = True, encoder=No
     (items_ok, features)
         ``features`` is ``(len(items_ok), layers, frames, channels)`` float16.
     """
+    import copy
+
+    from sound2sight.models.voice import encoder_names
+
+    names = encoder_names(cfg.classifier.encoder)
+    if encoder is None and len(names) > 1:  # side by side, from each encoder's own cache
+        parts = []
+        for name in names:
+            one = copy.deepcopy(cfg)
+            one.classifier.encoder = name
+            parts.append(dict(zip(*_paths_and_feats(items, one, progress), strict=True)))
+        keep = [it for it in items if all(it.path in p for p in parts)]
+        n_layers = max(p[keep[0].path].shape[0] for p in parts) if keep else 0
+        feats = []
+        for it in keep:
+            per = [p[it.path] for p in parts]
+            per = [np.pad(f, ((0, n_layers - f.shape[0]), (0, 0), (0, 0))) for f in per]
+            t = min(f.shape[1] for f in per)  # equal: both encoders see the same samples
+            feats.append(np.concatenate([f[:, :t] for f in per], axis=-1))
+        return keep, stack_features(feats)
+    its, feats = _paths_and_feats(items, cfg, progress, encoder)
+    by_path = {it.path: it for it in items}
+    return [by_path[p] for p in its], stack_features(feats)
+
+
+def _paths_and_feats(items, cfg: Config, progress: bool, encoder=None):
+    """Paths that succeeded and their cached ``(L, T_i, C)`` features (one encoder)."""
     from sound2sight.models.voice import VoiceEncoder
     from sound2sight.train.common import cache_root
 
     if encoder is None:
-        encoder = VoiceEncoder.load(cfg.classifier.encoder, feature_pool=cfg.classifier.feature_pool)
+        encoder = VoiceEncoder.load(
+            cfg.classifier.encoder, feature_pool=cfg.classifier.feature_pool
+        )
     cache = FeatureCache(cache_root(cfg), namespace=voice_namespace(cfg, encoder.provenance))
     batch = build_voice_cache([it.path for it in items], cfg, encoder, cache, progress=progress)
     ok = [it for it, k in zip(items, batch.keys, strict=True) if k is not None]
@@ -209,4 +255,4 @@ def load_voice_features(items, cfg: Config, *, progress: bool = True, encoder=No
         batch.seconds,
     )
     feats = [cache.get(k) for k in batch.keys if k is not None]
-    return ok, stack_features(feats)
+    return [it.path for it in ok], feats

@@ -15,7 +15,7 @@ from pathlib import Path
 from sound2sight.config import Config, save_config
 from sound2sight.io import atomic_write_json
 
-__all__ = ["STAGES", "run_stage", "train_all"]
+__all__ = ["STAGES", "run_stage", "train_all", "describe_run"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,10 @@ def _prepare(cfg: Config, run_dir: Path) -> dict:
 
 
 def _classifier(cfg: Config, run_dir: Path) -> dict:
+    if cfg.classifier.pretrained:  # a shipped voice model instead of training one
+        from sound2sight.pretrained import install_pretrained
+
+        return install_pretrained(cfg, run_dir)
     from sound2sight.train.emotion import train_classifier
 
     return train_classifier(cfg, run_dir)
@@ -83,6 +87,40 @@ def run_stage(name: str, cfg: Config, run_dir: str | Path, *, force: bool = Fals
     return out
 
 
+def describe_run(cfg: Config, run_dir: str | Path) -> dict[str, str]:
+    """What each part was trained on, in words people read (``provenance.json``)."""
+    import csv
+
+    run_dir = Path(run_dir)
+    out: dict[str, str] = {}
+    rows = []
+    manifest = run_dir / "data" / "audio_manifest.csv"
+    if manifest.is_file():
+        with open(manifest, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    corpora = sorted({r["corpus"] for r in rows})
+    c = cfg.classifier
+    if c.pretrained:
+        from sound2sight.pretrained import load_card, provenance_line
+
+        out["voice"] = provenance_line(load_card(c.pretrained))
+    else:
+        what = f"Whisper {c.encoder} + head" if c.arch == "whisper" else f"{c.arch} CNN"
+        speakers = len({r["speaker"] for r in rows if r.get("split") == "train"})
+        out["voice"] = (
+            f"{what} trained on {', '.join(corpora) or '?'} "
+            f"({sum(r.get('split') == 'train' for r in rows)} clips, {speakers} speakers)"
+        )
+    art = run_dir / "data" / "art_manifest.csv"
+    n_art = 0
+    if art.is_file():
+        with open(art, newline="", encoding="utf-8") as fh:
+            n_art = sum(1 for r in csv.DictReader(fh) if r.get("label"))
+    out["art"] = cfg.data.art_description or f"{n_art} labelled paintings from {cfg.data.art_root}"
+    out["painter"] = f"conditional GAN, {cfg.gan.resolution} px, trained on that art"
+    return out
+
+
 def train_all(cfg: Config, run_dir: str | Path, *, force: bool = False) -> dict:
     """Run every stage in order, then write ``report.html``; return stage wall times."""
     run_dir = Path(run_dir)
@@ -93,6 +131,7 @@ def train_all(cfg: Config, run_dir: str | Path, *, force: bool = False) -> dict:
         t0 = time.perf_counter()
         run_stage(name, cfg, run_dir, force=force)
         times[name] = round(time.perf_counter() - t0, 2)
+    atomic_write_json(run_dir / "provenance.json", describe_run(cfg, run_dir))
     from sound2sight.report import write_report
 
     t0 = time.perf_counter()

@@ -156,6 +156,8 @@ class WhisperHeadClassifier(nn.Module):
         channels = sum(c for _, c in self.groups)
         self.pool = pool(channels, cfg.attn_hidden)
         self.head = _Head(2 * channels, cfg, n_classes)
+        # softmax temperature fitted on validation speakers after training (1 = uncalibrated)
+        self.register_buffer("temperature", torch.ones(()))
 
     def layer_weights(self) -> list[torch.Tensor]:
         """Softmax weight of each selected layer, one tensor per encoder."""

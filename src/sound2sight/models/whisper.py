@@ -268,7 +268,9 @@ def _from_ct2(data: bytes, *, name: str) -> tuple[WhisperEncoderConfig, dict[str
     for i in range(n_layers):
         names.update({f"blocks.{i}.{k}": f"layer_{i}/{t}" for k, t in per_layer.items()})
     try:
-        state = {k: torch.from_numpy(np.array(v[f"encoder/{t}"], np.float32)) for k, t in names.items()}
+        state = {
+            k: torch.from_numpy(np.array(v[f"encoder/{t}"], np.float32)) for k, t in names.items()
+        }
     except KeyError as exc:
         raise WhisperWeightsError(f"{name}: Whisper variable {exc.args[0]} is missing") from exc
     return cfg, state
@@ -277,7 +279,9 @@ def _from_ct2(data: bytes, *, name: str) -> tuple[WhisperEncoderConfig, dict[str
 def _from_openai(path: Path) -> tuple[WhisperEncoderConfig, dict[str, torch.Tensor]]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:
-        raise WhisperWeightsError(f"{path}: not an openai-whisper checkpoint (needs dims, model_state_dict)")
+        raise WhisperWeightsError(
+            f"{path}: not an openai-whisper checkpoint (needs dims, model_state_dict)"
+        )
     d, sd = ckpt["dims"], ckpt["model_state_dict"]
     cfg = WhisperEncoderConfig(
         n_mels=d["n_mels"],
@@ -298,7 +302,9 @@ def _from_openai(path: Path) -> tuple[WhisperEncoderConfig, dict[str, torch.Tens
             [e[p + "attn.query.weight"], e[p + "attn.key.weight"], e[p + "attn.value.weight"]]
         )
         zero = torch.zeros_like(e[p + "attn.query.bias"])
-        state[p + "qkv.bias"] = torch.cat([e[p + "attn.query.bias"], zero, e[p + "attn.value.bias"]])
+        state[p + "qkv.bias"] = torch.cat(
+            [e[p + "attn.query.bias"], zero, e[p + "attn.value.bias"]]
+        )
         for ours, theirs in (
             ("out", "attn.out"),
             ("attn_ln", "attn_ln"),

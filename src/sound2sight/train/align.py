@@ -369,6 +369,7 @@ def _report(cfg, run_dir, joint, dev, data, *, history, summary) -> dict:
         img["labels"],
         zi.astype(np.float32),
         make_thumbnails(img["paths"], workers=max(1, cfg.image.num_workers)),
+        img["feats"].astype(np.float16),  # for "nearest to this painting" in image space
     ).save(out / "gallery.npz")
     if cfg.align.map_points > 0:
         plot_embedding_map(

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from sound2sight.cache import build_mel_cache
 from sound2sight.config import Config, load_config
 from sound2sight.datasets.base import AudioItem, read_manifest
-from sound2sight.io import atomic_write_json, atomic_write_text
+from sound2sight.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from sound2sight.labels import EMOTIONS
 from sound2sight.metrics import classification_report, macro_f1, plot_confusion, plot_history
 from sound2sight.models.emotion import build_classifier
@@ -103,7 +103,7 @@ def predict(
     """Class probabilities ``(N, n_classes)`` and embeddings ``(N, embed_dim)``.
 
     >>> from sound2sight.config import ClassifierConfig
-    >>> m = build_classifier(ClassifierConfig(width=8, embed_dim=16), n_mels=32)
+    >>> m = build_classifier(ClassifierConfig(arch="resnet", width=8, embed_dim=16), n_mels=32)
     >>> p, e = predict(m, np.zeros((5, 32, 80), np.float32), batch_size=2)
     >>> p.shape, e.shape
     ((5, 3), (5, 16))
@@ -116,7 +116,9 @@ def predict(
     for i in range(0, len(mels), batch_size):
         x = torch.as_tensor(np.asarray(mels[i : i + batch_size]), dtype=torch.float32).to(device)
         emb = model.embed(x)  # (b, embed_dim)
-        probs.append(torch.softmax(model.head.out(emb), dim=1).cpu())
+        t = getattr(model, "temperature", None)  # fitted on validation speakers, else 1
+        logits = model.head.out(emb) / (t if t is not None else 1.0)
+        probs.append(torch.softmax(logits, dim=1).cpu())
         embs.append(emb.cpu())
     model.train(was_training)
     if not probs:
@@ -157,6 +159,38 @@ def _drop_frames(x: torch.Tensor, tcfg, rng: np.random.Generator) -> torch.Tenso
         start = int(rng.integers(1, max(x.shape[2] - w, 2)))
         x[i, :, start : start + w] = 0
     return x
+
+
+@torch.no_grad()
+def _logits(model: torch.nn.Module, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    device = next(model.parameters()).device
+    out = [
+        model(torch.as_tensor(np.asarray(x[i : i + batch_size]), dtype=torch.float32).to(device))
+        for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, len(EMOTIONS)), np.float32)
+
+
+def _calibrate(model, x: np.ndarray, y: np.ndarray, va: np.ndarray, te: np.ndarray) -> dict:
+    """Fit the softmax temperature on the validation speakers; ECE before/after on both."""
+    from sound2sight.calibration import expected_calibration_error, fit_temperature, softmax
+
+    model.temperature.fill_(1.0)
+    lv = _logits(model, x[va])
+    t = fit_temperature(lv, y[va])
+    out = {"temperature": t}
+    for name, idx in (("val", va), ("test", te)):
+        if len(idx) == 0:
+            continue
+        logits = lv if name == "val" else _logits(model, x[idx])
+        out[f"ece_{name}_before"] = expected_calibration_error(softmax(logits), y[idx])
+        out[f"ece_{name}_after"] = expected_calibration_error(
+            softmax(logits, temperature=t), y[idx]
+        )
+    model.temperature.fill_(t)
+    log.info("calibration: temperature %.3f, %s", t, {k: round(v, 4) for k, v in out.items()})
+    return out
 
 
 def _dist_info() -> tuple[int, int]:
@@ -358,6 +392,11 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
         dist.barrier()
     best_state = ckpt.load_best()
     model.load_state_dict(best_state["model"])
+    calibration = None
+    if hasattr(model, "temperature") and len(va) and is_main:  # temperature on val speakers
+        calibration = _calibrate(model, mels, y_all, va, te)
+        best_state["model"] = model.state_dict()
+        atomic_torch_save(best_state, ckpt.best)
     metrics = {
         "arch": cfg.classifier.arch,
         "best_epoch": int(best_state["epoch"]),
@@ -367,6 +406,7 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
         "seconds": time.perf_counter() - t_start,
         "world_size": world,
         "test": None,
+        "calibration": calibration,
     }
     if len(te) and is_main:
         probs, _ = predict(model, mels[te])

