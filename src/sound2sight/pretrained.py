@@ -26,6 +26,7 @@ import copy
 import hashlib
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -188,9 +189,10 @@ def build_shipped(
     c_items = fold_split(
         [it for it, c in zip(ok, crema, strict=True) if c], test_fold=test_fold, cfg=cfg
     )
-    run = out_dir.parent / f".{out_dir.name}.run"
-    metrics = train_classifier(cfg, run, items=c_items, mels=x[crema], resume=False, progress=True)
-    head, _ = load_classifier(run / "classifier" / "best.pt")
+    with tempfile.TemporaryDirectory() as tmp:  # the training run itself is not shipped
+        run = Path(tmp) / "run"
+        metrics = train_classifier(cfg, run, items=c_items, mels=x[crema], resume=False)
+        head, _ = load_classifier(run / "classifier" / "best.pt")
     scores = {"CREMA-D held-out actors": metrics["test"]}
     for corpus in ("RAVDESS", "TESS", "SAVEE"):
         sel = np.array([it.corpus == corpus for it in ok])
