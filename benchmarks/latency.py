@@ -35,19 +35,18 @@ GOAL_P50_MS = 40.0
 
 
 def voice_wav(seconds: float, *, sr: int = 16000) -> bytes:
-    """A synthetic 16-bit WAV voice of ``seconds`` (the same every run)."""
+    """A real CREMA-D clip from the package (about ``seconds`` long), as 16-bit WAV bytes."""
     import soundfile as sf
 
-    from sound2sight.synthetic import synth_voice
+    from sound2sight.audio import load_audio
 
+    voices = Path(__file__).resolve().parents[1] / "src/sound2sight/examples/voices"
+    clips = sorted((voices / "CREMA-D" / "AudioMP3").glob("*.mp3"))
+    wave = load_audio(clips[0], sample_rate=sr)
+    reps = int(np.ceil(seconds * sr / len(wave)))
+    wave = np.tile(wave, reps)[: int(seconds * sr)]
     buf = io.BytesIO()
-    sf.write(
-        buf,
-        synth_voice("angry", speaker=0, seed=0, sr=sr, duration=seconds),
-        sr,
-        format="WAV",
-        subtype="PCM_16",
-    )
+    sf.write(buf, wave, sr, format="WAV", subtype="PCM_16")
     return buf.getvalue()
 
 
@@ -111,26 +110,29 @@ def breakdown(pipe, wav: bytes, *, n: int, k: int, calls: int) -> dict[str, dict
     """Process CPU time (ms) of each part of the pipeline on its own (needs a ``Sound2Sight``)."""
     from sound2sight.audio import decode_audio
     from sound2sight.models.gan import generate
+    from sound2sight.vad import extract_speech
 
-    a = pipe.cfg.audio
+    a, pc = pipe.cfg.audio, pipe.cfg.pipeline
     wave = decode_audio(wav, name="bench", sample_rate=a.sample_rate)
-    windows = pipe._windows(wave, "bench")
-    x = torch.from_numpy(windows)
-    mel = pipe.logmel(x)
-    emb = pipe.classifier.embed(mel)
+    speech = extract_speech(wave, name="bench", threshold=pc.vad_threshold)
+    feats, _ = pipe._features(speech, "bench")
+    emb = pipe.classifier.embed(feats)
     z = torch.nn.functional.normalize(pipe.joint.embed_audio(emb).mean(0, keepdim=True), dim=-1)
+    draw = n * (pc.oversample if pipe.judge is not None else 1)
     parts = {
         "decode wav": lambda: decode_audio(wav, name="bench", sample_rate=a.sample_rate),
-        "trim + normalise": lambda: pipe._windows(wave, "bench"),
-        "LogMel": lambda: pipe.logmel(x),
-        "classifier logits": lambda: pipe.classifier(mel),
-        "classifier embed": lambda: pipe.classifier.embed(mel),
+        "speech check (VAD)": lambda: extract_speech(wave, name="b", threshold=pc.vad_threshold),
+        "voice features": lambda: pipe._features(speech, "bench"),
+        "classifier head": lambda: pipe.classifier.logits_and_embedding(feats),
         "projection head": lambda: pipe.joint.embed_audio(emb),
-        f"generator x{n}": lambda: generate(
-            pipe.generator, z.expand(n, -1), generator=torch.Generator().manual_seed(0)
+        f"generator x{draw}": lambda: generate(
+            pipe.generator, z.expand(draw, -1), generator=torch.Generator().manual_seed(0)
         ),
         f"top-{k} of {len(pipe.gallery)}": lambda: pipe.nearest.search(z.numpy(), k=k),
     }
+    if pipe.judge is not None:
+        imgs = [np.asarray(im) for im in generate(pipe.generator, z.expand(draw, -1))]
+        parts[f"image features x{draw}"] = lambda: pipe.judge.features(imgs)
     out = {}
     for name, fn in parts.items():
         cpu: list[float] = []
@@ -171,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = CPU cores)")
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-part timings")
     p.add_argument("--out", default=str(RESULTS / "latency.json"))
+    p.add_argument(
+        "--pipeline",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pipeline setting for this measurement, e.g. oversample=1 or vad=false",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -183,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         pipe = random_pipeline(args.random_weights or None)
         source = f"random weights ({args.random_weights or 'default config'})"
+    for kv in args.pipeline:  # e.g. oversample=1: the cost of each part of the answer
+        key, value = kv.split("=", 1)
+        old = getattr(pipe.cfg.pipeline, key)
+        conv = (lambda v: v.lower() in ("1", "true", "yes")) if isinstance(old, bool) else type(old)
+        setattr(pipe.cfg.pipeline, key, conv(value))
     wav = voice_wav(args.seconds)
     results: list = []
 
@@ -223,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = {
         "source": source,
+        "pipeline": {k: getattr(pipe.cfg.pipeline, k) for k in vars(pipe.cfg.pipeline)},
         "random_weights": args.run is None,
         "audio_seconds": args.seconds,
         "n_images": args.n,

@@ -64,7 +64,13 @@ def test_training_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path):
     data = [f"data.audio_root={tmp_path / 'data' / 'audio'}", "data.n_folds=3"]
     run = tmp_path / "run"
     prepare_audio(load_config(overrides=[*common, *data, "data.val_fraction=0.34"]), run)
-    sets = [*common, "classifier.arch=resnet", "classifier.width=8", "train.batch_size=16", "train.patience=100"]
+    sets = [
+        *common,
+        "classifier.arch=resnet",
+        "classifier.width=8",
+        "train.batch_size=16",
+        "train.patience=100",
+    ]
 
     def command(epochs: int) -> list[str]:
         args = [sys.executable, "-m", "sound2sight.train.emotion", "--run", str(run)]

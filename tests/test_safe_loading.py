@@ -96,7 +96,6 @@ def run_copy(good_run, tmp_path) -> Path:
 def _voice() -> np.ndarray:
     """A real CREMA-D clip (a pure tone is refused by the speech check, as it should be)."""
     from conftest import EXAMPLE_VOICES
-
     from sound2sight.audio import load_audio
 
     return load_audio(EXAMPLE_VOICES[0])

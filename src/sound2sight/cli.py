@@ -192,6 +192,10 @@ def cmd_paint(args) -> int:
         heard = f"uncertain between {result.uncertain[0]} and {result.uncertain[1]}"
     probs = " ".join(f"{k} {v:.2f}" for k, v in result.probabilities.items())
     print(f"{args.voice}: {heard}  ({probs})")
+    if result.painted_emotions:
+        print(f"paintings read as (image-emotion probe): {', '.join(result.painted_emotions)}")
+    for part, text in result.provenance.items():
+        print(f"  {part}: {text}")
     print(
         f"loading the model took {t1 - t0:.1f} s; painting took {(t2 - t1) * 1000:.0f} ms "
         f"(the first call, cold; the pipeline stages alone: "

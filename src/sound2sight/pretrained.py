@@ -253,7 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, default=SHIPPED["voice-cremad-tiny"], help="output folder")
     ap.add_argument("--seed", type=int, default=0, help="training seed")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override on top of the shipped recipe")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override on top of the shipped recipe",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     card = build_shipped(args.data, args.out, seed=args.seed, overrides=args.set)
