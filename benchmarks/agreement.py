@@ -7,8 +7,8 @@ the pipeline as a user's would, and we count how often
   reported emotion;
 * the **painted emotion** equals it, judged twice: by the image-emotion probe the pipeline
   uses to pick among its candidate paintings (so partly by construction), and by an
-  independent judge the pipeline never consults: a class-balanced ``k``-nearest-neighbour
-  vote among the gallery's labelled paintings in EfficientNet feature space.
+  independent judge the pipeline never consults: a plain 10-nearest-neighbour majority vote
+  among the gallery's labelled paintings in EfficientNet feature space.
 
 Arms: the pipeline as shipped (steering + probe-picked paintings) and with both switched
 off (``pipeline.steer=false``, ``pipeline.oversample=1``), so the design's effect shows.
@@ -39,17 +39,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _knn_judge(judge, feats: np.ndarray, labels: np.ndarray, k: int = 10) -> list[str]:
-    """Class-balanced k-NN vote: each neighbour's vote weighs 1 / (its class's gallery count),
-    so the majority class (happy: 80 % of the labelled paintings) does not win by default."""
+    """Plain majority of the ``k`` nearest labelled paintings (not class-balanced: happy,
+    80 % of the labelled paintings, wins most votes)."""
     idx, _ = judge.nearest(feats, k=k)
-    counts = Counter(labels.tolist())
-    out = []
-    for row in idx:
-        votes = Counter()
-        for lab in labels[row].tolist():
-            votes[lab] += 1.0 / counts[lab]
-        out.append(votes.most_common(1)[0][0])
-    return out
+    return [Counter(labels[row].tolist()).most_common(1)[0][0] for row in idx]
 
 
 def run_arm(pipe, rows: list[dict], *, n_images: int, k: int) -> dict:

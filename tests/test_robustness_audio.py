@@ -256,3 +256,70 @@ def test_mel_cache_skips_and_reports_every_bad_file(tmp_path):
         assert np.load(entry, allow_pickle=False).shape == (32, 101)
     again, _ = build_mel_cache(paths, cfg, cache_dir, workers=1, chunk=8, progress=False)
     assert (again.hits, again.misses, len(again.failures)) == (len(good), 0, len(bad))
+
+
+# ---- issue 12's zoo through the whole pipeline: a clear refusal, never "angry 1.00"
+def _speech(seconds: float | None = None) -> np.ndarray:
+    from conftest import EXAMPLE_VOICES
+
+    from sound2sight.audio import load_audio
+    from sound2sight.vad import speech_segments
+
+    wave = load_audio(EXAMPLE_VOICES[1])
+    start, stop = speech_segments(wave)[0]
+    mid = (start + stop) // 2
+    return wave if seconds is None else wave[mid - int(seconds * SR) // 2 :][: int(seconds * SR)]
+
+
+def _in_silence(piece: np.ndarray, total: float) -> np.ndarray:
+    out = np.zeros(int(total * SR), np.float32)
+    out[len(out) // 2 : len(out) // 2 + len(piece)] = piece
+    return out
+
+
+def _music(seconds: float = 4.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0))  # C major, held
+    return (0.1 * chord).astype(np.float32)
+
+
+ZOO = {
+    "0.1 s of speech": lambda: _speech(0.1),
+    "2 s 440 Hz tone": lambda: tone(2.0),
+    "3 s white noise": lambda: (0.1 * np.random.default_rng(0).standard_normal(3 * SR)).astype(
+        np.float32
+    ),
+    "10 s silence with 0.3 s of speech": lambda: _in_silence(_speech(0.3), 10.0),
+    "music (a held chord)": _music,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tiny_run):
+    from sound2sight.pipeline import Sound2Sight
+
+    return Sound2Sight.from_run(tiny_run)
+
+
+@pytest.mark.parametrize("case", list(ZOO))
+def test_pipeline_refuses_what_is_not_speech(tiny_pipe, case):
+    from sound2sight.audio import AudioError
+
+    with pytest.raises(AudioError, match=r"^upload: no speech detected"):
+        tiny_pipe(ZOO[case](), sample_rate=SR, n_images=0, k=0)
+
+
+def test_pipeline_answers_real_speech(tiny_pipe):
+    res = tiny_pipe(_speech(), sample_rate=SR, n_images=1, k=1)
+    assert abs(sum(res.probabilities.values()) - 1) < 1e-5 and res.images
+
+
+def test_cli_paint_exits_2_on_a_tone(tiny_run, tmp_path, capsys):
+    import soundfile as sf
+
+    from sound2sight.cli import main
+
+    path = tmp_path / "tone.wav"
+    sf.write(path, tone(2.0), SR)
+    assert main(["paint", str(path), "--run", str(tiny_run), "-o", str(tmp_path / "o")]) == 2
+    assert "tone.wav: no speech detected" in capsys.readouterr().err
