@@ -28,11 +28,11 @@ is fine for several processes on one machine but not over a network file system.
 
 With the default ``whisper`` classifier the search is over the head and the encoder:
 
->>> trial = optuna.trial.FixedTrial({"encoder": "base", "lr": 1e-3, "dropout": 0.2,
+>>> trial = optuna.trial.FixedTrial({"encoder": "tiny.en", "lr": 1e-3, "dropout": 0.2,
 ...     "layers": "last", "pooling": "mean", "embed_dim": 64, "attn_hidden": 64})
 >>> c = suggest_config(trial, Config()).classifier
 >>> c.encoder, c.layers, c.embed_dim
-('base', 'last', 64)
+('tiny.en', 'last', 64)
 """
 
 from __future__ import annotations
