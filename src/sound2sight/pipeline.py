@@ -145,52 +145,57 @@ class Sound2Sight:
             wave = soxr.resample(wave, sample_rate, a.sample_rate, quality="HQ").astype(np.float32)
         return wave
 
-    def _windows(self, wave: np.ndarray, name: str) -> np.ndarray:
-        a, p = self.cfg.audio, self.cfg.pipeline
-        if wave.size == 0:
-            raise AudioError(f"{name}: zero-length audio (no samples)")
-        voiced = trim_silence(wave, top_db=a.top_db)
-        win, hop = int(p.window_seconds * a.sample_rate), int(p.hop_seconds * a.sample_rate)
-        if len(voiced) <= win:
-            return preprocess_waveform(wave, a, name=name)[None]  # (1, n)
-        starts = list(range(0, len(voiced) - win + 1, hop))
-        if starts[-1] != len(voiced) - win:
-            starts.append(len(voiced) - win)
-        chunks = []
-        for s in starts:
-            try:
-                chunks.append(preprocess_waveform(voiced[s : s + win], a, name=name))
-            except AudioError:  # a silent window inside a long take is skipped
-                continue
-        if not chunks:
-            raise AudioError(f"{name}: no speech detected (the recording is silent)")
-        return np.stack(chunks)  # (n_windows, n)
+    def _cut(self, wave: np.ndarray, name: str, *, win_s: float, hop_s: float, prepare) -> list:
+        """The voiced part of ``wave``, cut into ``win_s`` windows every ``hop_s`` (the last
+        one aligned to the end) when longer than one window; each window ``prepare``-d.
 
-    def _voice_windows(self, wave: np.ndarray, name: str) -> list[np.ndarray]:
-        """Whisper path: the voiced part, cut into ``classifier.max_seconds`` windows
-        (hop: half a window) when longer; each prepared as in training."""
-        from sound2sight.voice_cache import prepare_voice
-
+        Silent windows inside a long take are skipped; no window left is an error.
+        """
         a = self.cfg.audio
         if wave.size == 0:
             raise AudioError(f"{name}: zero-length audio (no samples)")
         voiced = trim_silence(wave, top_db=a.top_db)
-        win = int(self.cfg.classifier.max_seconds * a.sample_rate)
+        win, hop = int(win_s * a.sample_rate), int(hop_s * a.sample_rate)
         if len(voiced) <= win:
-            return [prepare_voice(wave, self.cfg, name=name)]
-        hop = win // 2
+            return [prepare(wave)]
         starts = list(range(0, len(voiced) - win + 1, hop))
         if starts[-1] != len(voiced) - win:
             starts.append(len(voiced) - win)
         chunks = []
         for s in starts:
             try:
-                chunks.append(prepare_voice(voiced[s : s + win], self.cfg, name=name))
-            except AudioError:  # a silent window inside a long take is skipped
+                chunks.append(prepare(voiced[s : s + win]))
+            except AudioError:
                 continue
         if not chunks:
             raise AudioError(f"{name}: no speech detected (the recording is silent)")
         return chunks
+
+    def _windows(self, wave: np.ndarray, name: str) -> np.ndarray:
+        """CNN path: fixed-length, preprocessed ``pipeline.window_seconds`` windows ``(W, n)``."""
+        p = self.cfg.pipeline
+        chunks = self._cut(
+            wave,
+            name,
+            win_s=p.window_seconds,
+            hop_s=p.hop_seconds,
+            prepare=lambda w: preprocess_waveform(w, self.cfg.audio, name=name),
+        )
+        return np.stack(chunks)  # (n_windows, n)
+
+    def _voice_windows(self, wave: np.ndarray, name: str) -> list[np.ndarray]:
+        """Whisper path: ``classifier.max_seconds`` windows (hop: half a window), each
+        prepared as in training, at its own length."""
+        from sound2sight.voice_cache import prepare_voice
+
+        m = self.cfg.classifier.max_seconds
+        return self._cut(
+            wave,
+            name,
+            win_s=m,
+            hop_s=m / 2,
+            prepare=lambda w: prepare_voice(w, self.cfg, name=name),
+        )
 
     def _features(self, wave: np.ndarray, name: str) -> tuple[torch.Tensor, int]:
         """What the classifier takes, and the number of analysis windows."""
