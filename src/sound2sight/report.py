@@ -154,7 +154,13 @@ def trained_on(run_dir: Path) -> str:
             f"{sig3(split.get('train'))} train, {sig3(split.get('val'))} validation, "
             f"{sig3(split.get('test'))} test speakers."
         )
-    if clf:
+    if clf.get("pretrained"):  # a shipped head, installed rather than trained here
+        card = clf["pretrained"]
+        lines.append(
+            f"<b>Emotion classifier</b>: the shipped voice model "
+            f"{html.escape(str(card.get('name', '?')))} (not trained in this run)."
+        )
+    elif clf:
         lines.append(
             f"<b>Emotion classifier</b>: {html.escape(str(clf.get('arch', '?')))}, "
             f"{sig3(clf.get('epochs_run'))} epochs on {sig3(clf.get('train_clips'))} clips "
