@@ -234,9 +234,7 @@ def test_report_reads_as_a_summary_first(browser, tiny_run):
         visible = pg.inner_text("body")  # collapsed <details> bodies are not visible text
         # decimals carry at most 3 significant figures (0.00163 is rounded; 0.8555555 is not)
         unrounded = [
-            x
-            for x in re.findall(r"\d+\.\d+", visible)
-            if len(x.replace(".", "").lstrip("0")) > 3
+            x for x in re.findall(r"\d+\.\d+", visible) if len(x.replace(".", "").lstrip("0")) > 3
         ]
         assert not unrounded, f"numbers are rounded to 3 figures: {unrounded[:5]}"
         assert pg.locator("details pre").count() >= 3

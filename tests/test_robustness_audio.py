@@ -261,7 +261,6 @@ def test_mel_cache_skips_and_reports_every_bad_file(tmp_path):
 # ---- issue 12's zoo through the whole pipeline: a clear refusal, never "angry 1.00"
 def _speech(seconds: float | None = None) -> np.ndarray:
     from conftest import EXAMPLE_VOICES
-
     from sound2sight.audio import load_audio
     from sound2sight.vad import speech_segments
 
