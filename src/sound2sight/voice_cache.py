@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sound2sight.audio import AudioError, _rms, load_audio, trim_silence
-from sound2sight.cache import FeatureCache, config_hash, file_sha256
+from sound2sight.cache import FeatureCache, _hash_or_fail, config_hash
 from sound2sight.config import Config
 
 __all__ = [
@@ -121,7 +121,7 @@ def build_voice_cache(
     t0 = time.perf_counter()
     paths = [str(p) for p in paths]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        hashed = list(pool.map(_hash, paths))
+        hashed = list(pool.map(_hash_or_fail, paths))  # the log-Mel cache's own check
     keys: list[str | None] = [k for k, _ in hashed]
     failures = [(p, err) for p, (_, err) in zip(paths, hashed, strict=True) if err]
     todo: dict[str, str] = {}
@@ -175,13 +175,6 @@ def build_voice_cache(
         misses=misses,
         seconds=time.perf_counter() - t0,
     )
-
-
-def _hash(path: str) -> tuple[str | None, str | None]:
-    try:
-        return file_sha256(path), None
-    except OSError as exc:
-        return None, f"{path}: cannot read ({exc.strerror or exc})"
 
 
 def stack_features(feats: list[np.ndarray]) -> np.ndarray:
