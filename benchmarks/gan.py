@@ -15,7 +15,7 @@ Without it, ``--run`` must hold them already.
 2. The ablation arm trains the same model for the same steps without EMA
    (``gan.ema=0``: sampling uses the raw generator) and without DiffAugment.  With
    ``--raw`` the main arm's raw generator is scored too, which separates the two.
-3. Each arm is scored by :func:`sound2sight.gan_eval.evaluate_gan` (held-out
+3. Each arm is scored by :func:`sound2sight.painting.evaluate.evaluate_gan` (held-out
    projected audio embeddings as conditions) and the table is printed with the training
    cost.  Writes ``benchmarks/results/gan.json``.
 
@@ -26,6 +26,7 @@ On a shared 2-core CPU, one torch thread per process is much faster than two
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import time
@@ -60,8 +61,8 @@ def stage_inputs(source: Path | None, run: Path) -> None:
 
 def run_arm(name: str, run: Path, overrides: list[str], args) -> dict:
     """Train (or resume) one arm and evaluate its last checkpoint."""
-    from sound2sight.gan_eval import evaluate_gan
-    from sound2sight.train.gan import train_gan
+    from sound2sight.painting.evaluate import evaluate_gan
+    from sound2sight.painting.train import train_gan
 
     cfg = load_config(
         overrides=[
@@ -91,18 +92,43 @@ def run_arm(name: str, run: Path, overrides: list[str], args) -> dict:
     return out
 
 
+def stability(fd_history: list) -> dict | None:
+    """Does FD worsen over the last half of the run?  Best and last FD of the second half."""
+    if len(fd_history) < 2:
+        return None
+    last_step = fd_history[-1][0]
+    second = [f for s, f in fd_history if s >= last_step / 2]
+    return {
+        "fd_at_half": second[0],
+        "fd_last": second[-1],
+        "fd_min_second_half": min(second),
+        "worsened": bool(second[-1] > second[0]),
+    }
+
+
 def _row(name: str, arm: dict, key: str = "metrics") -> str:
     m, t = arm[key], arm["train"]
-    cg, cr = m["consistency"]["generated"], m["consistency"]["real_heldout"]
-    per = " ".join(f"{e[:3]} {v:.2f}" for e, v in cg["k1"]["per_class"].items())
+    ind = m.get("independent", {})
+    head = f"{name:<26} {t['steps']:>5} {t['wall_seconds']:>6.0f}s | "
+    lite0 = (
+        f"L0 FD {m['fd_effnet']['generated']:6.1f} (real {m['fd_effnet']['real_heldout']:5.1f}) | "
+    )
+    if "fd" not in ind:
+        return head + lite0 + "(no Lite2)"
+    held = ind["consistency_heldout"]
+    per = " ".join(f"{e[:3]} {v:.2f}" for e, v in held["probe"]["generated"]["per_class"].items())
     return (
-        f"{name:<22} {t['steps']:>5} {t['wall_seconds']:>7.0f} {t['device']:>5} | "
-        f"{cg['k1']['balanced']:.3f} {cg['k5']['balanced']:.3f} ({per}) | "
-        f"real {cr['k1']['balanced']:.3f} {cr['k5']['balanced']:.3f} | "
-        f"probe {m['probe']['generated']['balanced']:.3f} "
-        f"(real {m['probe']['real_heldout']['balanced']:.3f}) | "
-        f"FD {m['fd_effnet']['generated']:.1f} (real {m['fd_effnet']['real_heldout']:.1f}) "
-        f"KID {m['kid']['generated']['mean']:.4f} | div {m['diversity']['mean_ratio']:.2f}"
+        head
+        + lite0
+        + (
+            f"L2 FD {ind['fd']['generated']:6.1f} (real {ind['fd']['real_heldout']:5.1f}) "
+            f"KID {ind['kid']['generated']['mean']:.3f} div {ind['diversity']['mean_ratio']:.2f} | "
+            f"held-out probe {held['probe']['generated']['balanced']:.3f} ({per}; "
+            f"real {held['probe']['real_ceiling']['balanced']:.3f}) "
+            f"k5 {held['knn']['generated']['k5']['balanced']:.3f} "
+            f"(real {held['knn']['real_ceiling']['k5']['balanced']:.3f}) | "
+            f"emo/noise {m['emotion_vs_noise']['ratio']:.2f}"
+        )
     )
 
 
@@ -126,6 +152,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
     p.add_argument("--set", action="append", default=[], help="extra gan.* overrides, k=v")
+    p.add_argument(
+        "--fd-samples", type=int, default=256, help="Lite0 FD at each checkpoint (stability)"
+    )
+    p.add_argument("--baseline", type=Path, help="a results JSON whose main arm is the baseline")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -135,8 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"gan.d_ch={args.d_ch}",
         f"gan.batch_size={args.batch}",
         f"gan.condition={args.condition}",
-        "gan.fd_samples=0",
-        f"gan.ckpt_every={max(50, args.steps // 4)}",
+        f"gan.fd_samples={args.fd_samples}",
+        f"gan.ckpt_every={max(50, args.steps // 8)}",
         f"gan.sample_every={max(50, args.steps // 6)}",
         *args.set,
     ]
@@ -158,13 +188,20 @@ def main(argv: list[str] | None = None) -> dict:
         stage_inputs(args.source_run or (args.run if run != args.run else None), run)
         results[name] = run_arm(name, run, overrides, args)
     print(
-        f"\n{'arm':<22} {'steps':>5} {'wall_s':>7} {'dev':>5} | consistency k1 k5 (per class k1)"
-        " | real held-out k1 k5 | probe | FD-EffNet, KID | diversity ratio"
+        f"\n{'arm':<26} {'steps':>5} {'wall':>7} | FD Lite0 (the D's own features) | independent"
+        " (Lite2): FD, KID, diversity | held-out consistency: probe, k-NN k=5 | emotion/noise"
     )
     for name, arm in results.items():
+        arm["stability"] = stability(arm["train"].get("fd_history", []))
         print(_row(name, arm))
         if "metrics_raw" in arm:
             print(_row("  same, raw G (no EMA)", arm, "metrics_raw"))
+        if arm["stability"]:
+            st = arm["stability"]
+            print(
+                f"  Lite0 FD over the second half: {st['fd_at_half']:.1f} -> {st['fd_last']:.1f}"
+                f" (min {st['fd_min_second_half']:.1f}); worsened: {st['worsened']}"
+            )
     out = {
         "threads": args.threads,
         "args": {k: str(v) for k, v in vars(args).items()},
@@ -177,6 +214,18 @@ def main(argv: list[str] | None = None) -> dict:
             f"\n{label} vs neither: FD-EffNet {-100 * out['fd_reduction_ema_diffaugment']:+.1f}%"
             f" ({fds[1]:.1f} -> {fds[0]:.1f})"
         )
+    if args.baseline:
+        base_m = json.loads(args.baseline.read_text())["arms"]["main"]["metrics"]
+        out["vs_baseline"] = {
+            name: {
+                "baseline": str(args.baseline),
+                "fd_independent_ratio": arm["metrics"]["independent"]["fd"]["generated"]
+                / base_m["independent"]["fd"]["generated"],
+            }
+            for name, arm in results.items()
+        }
+        for name, v in out["vs_baseline"].items():
+            print(f"{name}: independent FD {v['fd_independent_ratio']:.2f}x the baseline's")
     atomic_write_json(args.out, out)
     print(f"wrote {args.out}")
     return out

@@ -54,7 +54,7 @@ def random_pipeline(config: str | None, *, gallery: int = 1000):
     """A ``Sound2Sight`` with the configured architectures, untrained (timing only)."""
     from sound2sight.config import load_config
     from sound2sight.models.emotion import build_classifier
-    from sound2sight.models.gan import Generator
+    from sound2sight.painting.model import Generator
     from sound2sight.models.heads import JointSpace
     from sound2sight.pipeline import Sound2Sight
     from sound2sight.retrieval import Gallery
@@ -109,7 +109,7 @@ def time_calls(fn, *, calls: int, warmup: int, cpu: list[float] | None = None) -
 def breakdown(pipe, wav: bytes, *, n: int, k: int, calls: int) -> dict[str, dict]:
     """Process CPU time (ms) of each part of the pipeline on its own (needs a ``Sound2Sight``)."""
     from sound2sight.audio import decode_audio
-    from sound2sight.models.gan import generate
+    from sound2sight.painting.model import generate
     from sound2sight.vad import extract_speech
 
     a, pc = pipe.cfg.audio, pipe.cfg.pipeline

@@ -12,8 +12,8 @@ from torch.nn.utils import parametrize
 
 from sound2sight.config import AlignConfig, Config, GANConfig
 from sound2sight.datasets.base import ArtItem, write_manifest
-from sound2sight.diffaugment import DiffAugment
-from sound2sight.gan_metrics import (
+from sound2sight.painting.augment import DiffAugment
+from sound2sight.painting.metrics import (
     consistency,
     diversity,
     frechet_distance,
@@ -24,7 +24,7 @@ from sound2sight.gan_metrics import (
 from sound2sight.io import atomic_torch_save
 from sound2sight.labels import EMOTIONS
 from sound2sight.losses import loss_hinge_dis, loss_hinge_gen
-from sound2sight.models.gan import (
+from sound2sight.painting.model import (
     ConditionBank,
     Discriminator,
     Generator,
@@ -142,11 +142,11 @@ def test_metric_known_answers():
 class _StandInEncoder(torch.nn.Module):
     """A cheap stand-in for EfficientNet-Lite0 (same config and feature size)."""
 
-    def __init__(self) -> None:
-        from sound2sight.models.image import ImageEncoderConfig
+    def __init__(self, variant: str = "lite0") -> None:
+        from sound2sight.models.image import LITE2, ImageEncoderConfig
 
         super().__init__()
-        self.config = ImageEncoderConfig()
+        self.config = LITE2 if variant == "lite2" else ImageEncoderConfig()
         self.proj = torch.nn.Linear(48, 1280)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,9 +160,10 @@ def tiny_run(tmp_path, monkeypatch):
     from sound2sight.train.features import save_npz
 
     torch.manual_seed(0)
-    encoder = _StandInEncoder().eval()
+    encoders = {v: _StandInEncoder(v).eval() for v in ("lite0", "lite2")}
     monkeypatch.setattr(
-        "sound2sight.models.image.load_image_encoder", lambda device="cpu": (encoder, None)
+        "sound2sight.models.image.load_image_encoder",
+        lambda device="cpu", variant="lite0": (encoders[variant], None),
     )
     rng = np.random.default_rng(0)
     items = []
@@ -204,13 +205,14 @@ def tiny_run(tmp_path, monkeypatch):
 def _cfg(**gan) -> Config:
     cfg = Config()
     base = dict(g_ch=4, d_ch=4, z_dim=32, batch_size=4, sample_every=1, ckpt_every=2, fd_samples=0)
+    base["discriminator"] = "resnet"  # the projected one has its own test (it needs a real Lite0)
     cfg.gan = GANConfig(**{**base, **gan})
     return cfg
 
 
 def test_train_smoke_resume_generate_evaluate(tiny_run):
-    from sound2sight.gan_eval import evaluate_gan
-    from sound2sight.train.gan import train_gan
+    from sound2sight.painting.evaluate import evaluate_gan
+    from sound2sight.painting.train import train_gan
 
     cfg = _cfg(steps=2, fd_samples=6)
     out = train_gan(cfg, tiny_run)
@@ -250,7 +252,7 @@ def test_train_smoke_resume_generate_evaluate(tiny_run):
 
 
 def test_image_condition_admits_unlabelled(tiny_run, monkeypatch):
-    import sound2sight.train.gan as tg
+    import sound2sight.painting.train as tg
     from sound2sight.models.image import ImageFeatures
 
     def extractor(model, **_):  # features of the unlabelled paintings missing from features.npz
@@ -271,3 +273,51 @@ def test_image_condition_admits_unlabelled(tiny_run, monkeypatch):
     assert (
         out["steps"] == 1 and out["n_train_images"] == 17 and seen["n"] == 17
     )  # 13 + 4 unlabelled
+
+
+def test_projected_discriminator_trains_guides_resumes_and_is_scored(tiny_run, monkeypatch):
+    """Projected D on a (random-init) Lite0 + emotion guidance: train, resume, evaluate."""
+    from sound2sight.models.image import EfficientNetLite0, ImageEncoderConfig
+    from sound2sight.painting.evaluate import evaluate_gan
+    from sound2sight.painting.train import train_gan
+
+    torch.manual_seed(0)
+    lite0 = EfficientNetLite0(ImageEncoderConfig()).eval().requires_grad_(False)
+    stand_in = _StandInEncoder("lite2").eval()
+    monkeypatch.setattr(
+        "sound2sight.models.image.load_image_encoder",
+        lambda device="cpu", variant="lite0": (lite0 if variant == "lite0" else stand_in, None),
+    )
+    cfg = _cfg(steps=2, discriminator="projected", d_input_size=64, guidance=0.5, log_every=1)
+    out = train_gan(cfg, tiny_run)
+    assert out["discriminator"] == "projected" and out["steps"] == 2
+    state = torch.load(tiny_run / "gan" / "last.pt", weights_only=True)
+    assert any(k.startswith("discs.") for k in state["D"])
+    assert all(np.isfinite(state["history"]["guide_ce"])) and state["history"]["guide_ce"][0] > 0
+    before = {k: v.clone() for k, v in state["D"].items() if k.startswith("mixing.")}
+    cfg.gan.steps = 3
+    assert train_gan(cfg, tiny_run)["steps"] == 3  # resumed
+    after = torch.load(tiny_run / "gan" / "last.pt", weights_only=True)["D"]
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the mixing stays frozen
+    cfg.gan.discriminator, cfg.gan.steps = "resnet", 4
+    with pytest.raises(ValueError, match="discriminator='projected'"):
+        train_gan(cfg, tiny_run)
+    cfg.gan.discriminator = "projected"
+    m = evaluate_gan(cfg, tiny_run, n_per_class=3, n_fd=6, checkpoint="last")
+    assert m["training"]["discriminator"] == "projected"
+    reach = m["emotion_vs_noise"]
+    assert reach["emotion"] >= 0 and reach["noise"] > 0
+    ind = m["independent"]
+    assert ind["fd"]["generated"] >= 0 and "kid" in ind and "diversity" in ind
+    held = ind["consistency_heldout"]
+    assert set(held["probe"]) == {"generated", "real_ceiling"}
+    assert held["probe"]["real_ceiling"]["n"] == 13  # the 13 labelled training paintings...
+    assert held["probe"]["generated"]["n"] == 9  # ...judged by the 3 held-out ones
+    assert all((tiny_run / "gan" / f"real_{e}.png").is_file() for e in EMOTIONS)
+
+
+def test_guidance_needs_projected_discriminator(tiny_run):
+    from sound2sight.painting.train import train_gan
+
+    with pytest.raises(ValueError, match="guidance"):
+        train_gan(_cfg(steps=1, guidance=1.0), tiny_run)

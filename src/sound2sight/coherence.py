@@ -87,7 +87,7 @@ class PaintingJudge:
 
     def features(self, images: list[np.ndarray]) -> np.ndarray:
         """EfficientNet-Lite0 features ``(n, 1280)`` of generated uint8 images."""
-        from sound2sight.gan_metrics import effnet_features
+        from sound2sight.painting.metrics import effnet_features
 
         return effnet_features(self.encoder(), np.stack(images))
 

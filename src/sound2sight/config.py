@@ -186,6 +186,13 @@ class GANConfig:
     )
     eval_per_class: int = 100  # generated images per emotion for consistency and diversity
     eval_fd: int = 500  # generated images for FD-EffNet and KID
+    discriminator: str = (
+        "projected"  # projected: on frozen EfficientNet-Lite0 features | resnet: from pixels
+    )
+    d_input_size: int = 128  # projected: side paintings are resized to before the frozen features
+    mixing_seed: int = 0  # projected: seed of the random cross-channel/cross-scale mixing
+    guidance: float = 0.0  # weight of the emotion-guidance term (a Lite0 probe) in G's loss
+    log_every: int = 100  # steps between progress lines in gan/train.log
 
 
 @dataclass
@@ -297,6 +304,7 @@ tune.n_trials tune.epochs image.image_size image.batch_size image.max_pixels ali
 align.epochs align.batch_per_class align.lr align.temperature align.steps_per_epoch
 align.patience gan.z_dim gan.g_ch gan.d_ch gan.steps gan.batch_size gan.lr_g gan.lr_d
 gan.sample_every gan.ckpt_every gan.cond_dim gan.d_steps gan.eval_per_class gan.eval_fd
+gan.d_input_size gan.log_every
 pipeline.n_images pipeline.k_neighbours pipeline.window_seconds pipeline.hop_seconds
 pipeline.min_speech pipeline.vad_threshold pipeline.oversample
 """
@@ -304,7 +312,7 @@ _NONNEGATIVE_KEYS = """
 audio.fmin classifier.noise_floor_db data.workers train.weight_decay train.freq_mask train.time_mask train.mixup
 train.gain_db train.crop_frames train.num_workers image.num_workers align.hidden
 align.weight_decay align.audio_hidden align.cross_weight align.prototype_weight
-align.gap_weight align.map_points gan.fd_samples pipeline.uncertain_margin
+align.gap_weight align.map_points gan.fd_samples gan.guidance pipeline.uncertain_margin
 pipeline.k_image_neighbours
 """
 _FRACTION_KEYS = "data.val_fraction classifier.dropout align.dropout align.audio_dropout gan.ema"
@@ -318,6 +326,7 @@ _RULES: dict[str, tuple] = {
     "data.audio_format": _one_of("auto", "ravdess", "crema_d", "tess", "savee", "folder"),
     "gan.resolution": _one_of(64, 128),
     "gan.condition": _one_of("audio", "image"),
+    "gan.discriminator": _one_of("projected", "resnet"),
 }
 
 

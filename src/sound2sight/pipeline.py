@@ -300,7 +300,7 @@ class Sound2Sight:
         has image features); each with its nearest gallery paintings in image space."""
         if n <= 0:
             return [], [], []
-        from sound2sight.models.gan import generate
+        from sound2sight.painting.model import generate
 
         if generator is None:
             generator = torch.Generator().manual_seed(0 if seed is None else seed)

@@ -49,7 +49,7 @@ def _align(cfg: Config, run_dir: Path) -> dict:
 
 
 def _gan(cfg: Config, run_dir: Path) -> dict:
-    from sound2sight.train.gan import train_gan
+    from sound2sight.painting.train import train_gan
 
     summary = train_gan(cfg, run_dir)  # resumes from gan/last.pt when interrupted
     atomic_write_json(run_dir / "gan" / "train_summary.json", summary)  # the stage's done-marker
@@ -57,7 +57,7 @@ def _gan(cfg: Config, run_dir: Path) -> dict:
 
 
 def _gan_eval(cfg: Config, run_dir: Path) -> dict:
-    from sound2sight.gan_eval import evaluate_gan
+    from sound2sight.painting.evaluate import evaluate_gan
 
     return evaluate_gan(cfg, run_dir, n_per_class=cfg.gan.eval_per_class, n_fd=cfg.gan.eval_fd)
 

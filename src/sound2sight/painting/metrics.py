@@ -1,4 +1,4 @@
-"""GAN metrics in EfficientNet-Lite0 feature space (the stage's evaluation: :mod:`sound2sight.gan_eval`).
+"""GAN metrics in EfficientNet-Lite0 feature space (the stage's evaluation: :mod:`sound2sight.painting.evaluate`).
 
 Generated and real images go through the same frozen EfficientNet-Lite0 at 224 px;
 real paintings are first resized to the GAN's resolution so both sides carry the same
@@ -39,6 +39,8 @@ __all__ = [
     "probe_consistency",
     "effnet_features",
     "cached_real_features",
+    "emotion_vs_noise",
+    "balanced_reference",
 ]
 
 log = logging.getLogger(__name__)
@@ -239,13 +241,14 @@ def diversity(
 
 @torch.no_grad()
 def effnet_features(
-    model, images: torch.Tensor | np.ndarray, *, batch_size: int = 64, size: int = 224
+    model, images: torch.Tensor | np.ndarray, *, batch_size: int = 64, size: int | None = None
 ) -> np.ndarray:
-    """EfficientNet-Lite0 features of uint8 images ``(N, H, W, 3)`` or ``(N, 3, H, W)``.
+    """EfficientNet-Lite features of uint8 images ``(N, H, W, 3)`` or ``(N, 3, H, W)``.
 
-    Images are bilinearly resized to ``size`` and normalised as the encoder's weights
-    expect; returns float32 ``(N, 1280)``.
+    Images are bilinearly resized to ``size`` (default: the encoder's own, 224 px for
+    Lite0, 260 px for Lite2) and normalised as its weights expect; returns ``(N, 1280)``.
     """
+    size = size or model.config.image_size
     x = torch.as_tensor(images)
     if x.ndim == 4 and x.shape[-1] == 3 and x.shape[1] != 3:
         x = x.permute(0, 3, 1, 2)  # (N, 3, H, W)
@@ -264,12 +267,13 @@ def effnet_features(
 def cached_real_features(cfg, model, paths: Sequence[str], images: torch.Tensor) -> np.ndarray:
     """Features of real paintings already squashed to the GAN's side (uint8 ``(N, 3, R, R)``).
 
-    Cached by file hash and side, so training and evaluation share one extraction.
+    Cached by file hash, side and encoder, so training and evaluation share one extraction.
     """
     from sound2sight.cache import FeatureCache, file_sha256
     from sound2sight.train.common import cache_root
 
-    cache = FeatureCache(cache_root(cfg), namespace=f"gan-effnet-{images.shape[-1]}px")
+    name = "effnet" if model.config.image_size == 224 else f"lite-{model.config.image_size}"
+    cache = FeatureCache(cache_root(cfg), namespace=f"gan-{name}-{images.shape[-1]}px")
     keys = [file_sha256(p) for p in paths]
     rows = [cache.get(k) for k in keys]
     todo = [i for i, r in enumerate(rows) if r is None]
@@ -280,3 +284,37 @@ def cached_real_features(cfg, model, paths: Sequence[str], images: torch.Tensor)
             cache.put(keys[i], f)
             rows[i] = f
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 1280), np.float32)
+
+
+def emotion_vs_noise(images: np.ndarray) -> dict:
+    """How far the emotion moves a painting, against how far the noise does.
+
+    ``images`` is uint8 ``(K, M, Z, H, W, 3)``: ``K`` emotions x ``M`` condition draws x
+    ``Z`` noise vectors, where draw ``m`` of every emotion shares noise ``z``.  Returns the
+    mean per-pixel absolute difference (grey levels) between two emotions at the same
+    draw and noise, between two noises at the same condition, and their ratio.
+
+    >>> x = np.zeros((2, 1, 2, 1, 1, 3), np.uint8); x[1] += 10; x[:, :, 1] += 20
+    >>> emotion_vs_noise(x)["ratio"]
+    0.5
+    """
+    x = np.asarray(images, np.float32)
+    k, _, z = x.shape[:3]
+    emo = [np.abs(x[a] - x[b]).mean() for a in range(k) for b in range(a + 1, k)]
+    noi = [np.abs(x[:, :, i] - x[:, :, j]).mean() for i in range(z) for j in range(i + 1, z)]
+    e, n = float(np.mean(emo)), float(np.mean(noi))
+    return {"emotion": e, "noise": n, "ratio": e / n if n > 0 else float("nan")}
+
+
+def balanced_reference(labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """Indices of an equal number of rows per class (the rarest class's count), seeded.
+
+    >>> y = np.array([0, 0, 0, 1, 2, 2])
+    >>> np.bincount(y[balanced_reference(y)]).tolist()
+    [1, 1, 1]
+    """
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    rng = np.random.default_rng(seed)
+    keep = [rng.choice(np.flatnonzero(labels == c), counts.min(), replace=False) for c in classes]
+    return np.sort(np.concatenate(keep))

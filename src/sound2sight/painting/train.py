@@ -17,7 +17,6 @@ audio embeddings.  Writes ``gan/{best,last}.pt``, ``gan/samples/step_XXXXXX.png`
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from pathlib import Path
@@ -28,18 +27,25 @@ from tqdm.auto import tqdm
 
 from sound2sight.config import Config
 from sound2sight.datasets.base import ArtItem, read_manifest
-from sound2sight.diffaugment import DiffAugment
-from sound2sight.gan_data import (
+from sound2sight.labels import EMOTIONS
+from sound2sight.losses import loss_hinge_dis, loss_hinge_gen
+from sound2sight.painting.augment import DiffAugment
+from sound2sight.painting.data import (
     audio_bank,
     image_conditions,
     load_align,
     load_art_images,
+    plot_curves,
     save_grid,
 )
-from sound2sight.io import atomic_write_bytes
-from sound2sight.labels import EMOTIONS
-from sound2sight.losses import loss_hinge_dis, loss_hinge_gen
-from sound2sight.models.gan import ConditionBank, Discriminator, Generator, ema_update, make_ema
+from sound2sight.painting.evaluate import CheckpointFD
+from sound2sight.painting.model import Discriminator, Generator, ema_update, make_ema
+from sound2sight.painting.projected import (
+    EmotionGuide,
+    FeatureNet,
+    ProjectedDiscriminator,
+    projected_hinge,
+)
 from sound2sight.train.common import (
     Checkpointer,
     attach_log_file,
@@ -52,30 +58,6 @@ __all__ = ["train_gan"]
 
 log = logging.getLogger(__name__)
 GRID_COLS = 8  # images per emotion row in the sample grids
-
-
-def _plot_curves(history: dict[str, list[float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def smooth(v: list[float]) -> tuple[np.ndarray, np.ndarray]:
-        w = max(1, len(v) // 50)  # moving average over ~2% of the run
-        return np.arange(w, len(v) + 1), np.convolve(v, np.ones(w) / w, mode="valid")
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for key, ax in (("loss_d", 0), ("loss_g", 0), ("logit_real", 1), ("logit_fake", 1)):
-        axes[ax].plot(*smooth(history[key]), label=key)
-    axes[0].set_title("hinge losses")
-    axes[1].set_title("D logits (mean)")
-    for ax in axes:
-        ax.set_xlabel("generator step")
-        ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def train_gan(
@@ -132,6 +114,43 @@ def _training_set(cfg: Config, run_dir: Path, joint):
     return items, images, labels, conds
 
 
+def _build_discriminator(cfg: Config, dev: torch.device, state: dict | None):
+    """``gan.discriminator``: the projected one on frozen Lite0 features, or the pixel ResNet."""
+    g = cfg.gan
+    if state is not None:  # a resume must rebuild the discriminator it saved
+        saved = state["config"]["gan"].get("discriminator", "resnet")
+        if saved != g.discriminator:
+            raise ValueError(
+                f"gan/last.pt was trained with gan.discriminator={saved!r}, the config says "
+                f"{g.discriminator!r}: set it back, or delete gan/last.pt to start over"
+            )
+    if g.discriminator == "resnet":
+        return Discriminator(g).to(dev), None
+    from sound2sight.models.image import load_image_encoder
+
+    lite0, _ = load_image_encoder(device=dev)
+    features = FeatureNet(lite0, size=g.d_input_size).to(dev)
+    return ProjectedDiscriminator(g, features).to(dev), features
+
+
+@torch.no_grad()
+def _fit_guide(features: FeatureNet, images, labels, aug: DiffAugment, gen, dev) -> EmotionGuide:
+    """The emotion-guidance probe, on pooled Lite0 features of (augmented) real paintings."""
+    lab = torch.nonzero(labels >= 0).squeeze(1)
+    feats = []
+    for copy in range(2):  # two augmented passes: the guide sees what G's paintings look like
+        for s in range(0, len(lab), 64):
+            x = images[lab[s : s + 64]].to(dev).float() / 127.5 - 1.0
+            x = aug(x, generator=gen) if copy else x
+            feats.append(features(x, pooled=True)[1].cpu())
+    y = labels[lab].repeat(2)
+    guide = EmotionGuide(feats[0].shape[1], len(EMOTIONS)).fit(torch.cat(feats), y)
+    acc = (guide(torch.cat(feats)).argmax(1) == y).float()
+    per = [float(acc[y == k].mean()) for k in y.unique().tolist()]
+    log.info("emotion guide: balanced accuracy %.3f on its training paintings", np.mean(per))
+    return guide.to(dev)
+
+
 def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) -> dict:
     g = cfg.gan
     gen = seed_everything(cfg.seed)
@@ -146,28 +165,39 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
     by_class = {
         c: torch.nonzero(labels == c).squeeze(1) for c in labels.unique().tolist() if c >= 0
     }
-    G, D = Generator(g).to(dev), Discriminator(g).to(dev)
+    ckpt = Checkpointer(out, cfg)
+    state = ckpt.load_last() if resume else None
+    G, (D, features) = Generator(g).to(dev), _build_discriminator(cfg, dev, state)
     G_ema = make_ema(G)
-    betas = (0.0, 0.999)  # BigGAN/SNGAN Adam betas
+    projected = features is not None
+    betas = (0.0, 0.99) if projected else (0.0, 0.999)  # Projected GAN's / BigGAN's Adam betas
     opt_g = torch.optim.Adam(G.parameters(), lr=g.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=g.lr_d, betas=betas)
+    opt_d = torch.optim.Adam(D.trainable() if projected else D.parameters(), lr=g.lr_d, betas=betas)
     aug = DiffAugment(g.diffaugment)
     fixed_gen = torch.Generator().manual_seed(cfg.seed + 1)
     fixed_labels = torch.arange(len(EMOTIONS)).repeat_interleave(GRID_COLS)
     fixed_z = torch.randn(len(fixed_labels), g.z_dim, generator=fixed_gen)
     fixed_c = train_bank.sample(fixed_labels, generator=fixed_gen)
-    hist = {k: [] for k in ("loss_d", "loss_g", "logit_real", "logit_fake")}
-    step, best_fd, best_step, wall = 0, float("inf"), -1, 0.0
-    ckpt = Checkpointer(out, cfg)
-    state = ckpt.load_last() if resume else None
+    hist = {k: [] for k in ("loss_d", "loss_g", "logit_real", "logit_fake", "guide_ce")}
+    step, best_fd, best_step, wall, fd_history = 0, float("inf"), -1, 0.0, []
     if state is not None:
         ckpt.restore(state, G=G, G_ema=G_ema, D=D, opt_g=opt_g, opt_d=opt_d)
         gen.set_state(state["rng"])
         fixed_z, fixed_c = state["fixed_z"], state["fixed_c"]
         step, best_fd, best_step = state["step"], state["best_fd"], state["best_step"]
-        wall, hist = state["wall_seconds"], {k: list(v) for k, v in state["history"].items()}
+        wall, fd_history = state["wall_seconds"], list(state.get("fd_history", []))
+        hist = {k: list(state["history"].get(k, [])) for k in hist}
         log.info("resuming GAN from step %d", step)
-    scorer = _FDScorer(cfg, images, labels, items, val_bank, dev) if g.fd_samples > 0 else None
+    guide = None
+    if g.guidance > 0:
+        if not projected:
+            raise ValueError(
+                "gan.guidance needs gan.discriminator=projected (it reads its features)"
+            )
+        guide = _fit_guide(
+            features, images, labels, aug, torch.Generator().manual_seed(cfg.seed), dev
+        )
+    scorer = CheckpointFD(cfg, images, labels, items, val_bank, dev) if g.fd_samples > 0 else None
 
     def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if g.condition == "audio" and g.balanced:
@@ -194,6 +224,47 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
     def noise(n: int) -> torch.Tensor:
         return torch.randn(n, g.z_dim, generator=gen).to(dev)
 
+    def d_step() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx, c = batch(B)
+        with torch.no_grad():
+            fake = G(noise(B), c)  # (B, 3, R, R)
+            x_real, x_fake = aug(real(idx), generator=gen), aug(fake, generator=gen)
+            if projected:  # the frozen features need no gradient in D's step
+                x_real, x_fake = features(x_real), features(x_fake)
+        if projected:
+            d_real, d_fake = D(None, c, maps=x_real), D(None, c, maps=x_fake)
+            loss = projected_hinge(d_real, d_fake)
+            d_real, d_fake = (
+                torch.cat([t.flatten() for t in d_real]),
+                torch.cat([t.flatten() for t in d_fake]),
+            )
+        else:
+            d_real, d_fake = D(x_real, c), D(x_fake, c)
+            loss = loss_hinge_dis(d_real, d_fake)
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_d.step()
+        return loss, d_real.mean(), d_fake.mean()
+
+    def g_step() -> tuple[torch.Tensor, torch.Tensor]:
+        idx, c = batch(B)
+        x = aug(G(noise(B), c), generator=gen)
+        ce = torch.zeros((), device=dev)
+        if projected:
+            maps, pooled = features(x, pooled=True)
+            loss = projected_hinge(None, D(None, c, maps=maps))
+            if guide is not None:
+                ce = torch.nn.functional.cross_entropy(
+                    guide(pooled), labels[idx].to(dev), ignore_index=-1
+                )
+                loss = loss + g.guidance * ce
+        else:
+            loss = loss_hinge_gen(D(x, c))
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        return loss, ce
+
     def save(is_best: bool) -> None:
         ckpt.save(
             {
@@ -210,42 +281,55 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
                 "best_step": best_step,
                 "wall_seconds": wall,
                 "history": hist,
+                "fd_history": fd_history,
                 "device": str(dev),
             },
             is_best=is_best,
         )
 
     B = g.batch_size
+    log.info(
+        "GAN: %s discriminator%s, %d steps of batch %d on %s",
+        g.discriminator,
+        f", emotion guidance {g.guidance:g}" if guide is not None else "",
+        g.steps,
+        B,
+        dev,
+    )
     bar = tqdm(total=g.steps, initial=step, desc="gan", unit="step", disable=None)
-    t0 = time.perf_counter()
+    t0 = t_log = time.perf_counter()
+    start_step = step
     while step < g.steps:
         G.train()
+        D.train()
         for _ in range(g.d_steps):
-            idx, c = batch(B)
-            with torch.no_grad():
-                fake = G(noise(B), c)  # (B, 3, R, R)
-            d_real, d_fake = D(aug(real(idx), generator=gen), c), D(aug(fake, generator=gen), c)
-            loss_d = loss_hinge_dis(d_real, d_fake)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-        _, c = batch(B)
-        loss_g = loss_hinge_gen(D(aug(G(noise(B), c), generator=gen), c))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+            loss_d, logit_real, logit_fake = d_step()
+        loss_g, ce = g_step()
         ema_update(G_ema, G, decay=min(g.ema, (1 + step) / (10 + step)))  # warm-up, then cfg.ema
         step += 1
         for k, v in (
             ("loss_d", loss_d),
             ("loss_g", loss_g),
-            ("logit_real", d_real.mean()),
-            ("logit_fake", d_fake.mean()),
+            ("logit_real", logit_real),
+            ("logit_fake", logit_fake),
+            ("guide_ce", ce),
         ):
             hist[k].append(float(v.detach()))
         bar.update(1)
         bar.set_postfix(d=f"{hist['loss_d'][-1]:.3f}", g=f"{hist['loss_g'][-1]:.3f}")
         done = step == g.steps
+        if step % g.log_every == 0 and not done:  # progress for logs that are not a terminal
+            rate = (time.perf_counter() - t_log) / max(step - start_step, 1)
+            log.info(
+                "step %d/%d: loss D %.3f G %.3f%s, %.2f s/step, ~%.0f min left",
+                step,
+                g.steps,
+                np.mean(hist["loss_d"][-g.log_every :]),
+                np.mean(hist["loss_g"][-g.log_every :]),
+                f", guide CE {np.mean(hist['guide_ce'][-g.log_every :]):.3f}" if guide else "",
+                rate,
+                rate * (g.steps - step) / 60,
+            )
         if step % g.sample_every == 0 or done:
             G_ema.eval()
             with torch.no_grad():
@@ -256,6 +340,8 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
             wall += time.perf_counter() - t0
             t0 = time.perf_counter()
             fd = scorer(G_ema) if scorer is not None else float("nan")
+            if scorer is not None:
+                fd_history.append((step, fd))
             is_best = scorer is None or fd < best_fd
             if is_best:
                 best_fd, best_step = (fd, step) if scorer is not None else (best_fd, step)
@@ -269,7 +355,7 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
                 wall,
             )
             save(is_best)
-            _plot_curves(hist, out / "curves.png")
+            plot_curves(hist, fd_history, out / "curves.png")
             t0 = time.perf_counter()  # FD scoring and plotting are not training time
     bar.close()
     return {
@@ -279,33 +365,9 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         "sec_per_step": round(wall / max(step, 1), 4),
         "best_step": best_step,
         "best_fd_effnet": None if best_fd == float("inf") else best_fd,
+        "fd_history": [[int(s), float(f)] for s, f in fd_history],
         "n_train_images": len(items),
         "condition": g.condition,
+        "discriminator": g.discriminator,
+        "guidance": g.guidance,
     }
-
-
-class _FDScorer:
-    """FD-EffNet of ``gan.fd_samples`` EMA samples (val audio conditions, fixed noise)."""
-
-    def __init__(self, cfg: Config, images, labels, items, bank: ConditionBank, dev) -> None:
-        from sound2sight.gan_metrics import cached_real_features
-        from sound2sight.models.image import load_image_encoder
-
-        self.model, _ = load_image_encoder(device=dev)
-        lab = torch.nonzero(labels >= 0).squeeze(1)
-        self.real = cached_real_features(
-            cfg, self.model, [items[i].path for i in lab.tolist()], images[lab]
-        )
-        freq = torch.bincount(labels[lab], minlength=len(EMOTIONS)).float()
-        g = torch.Generator().manual_seed(cfg.seed + 2)
-        self.labels = torch.multinomial(freq / freq.sum(), cfg.gan.fd_samples, True, generator=g)
-        self.c = bank.sample(self.labels, generator=g)
-        self.seed = cfg.seed + 3
-
-    def __call__(self, G) -> float:
-        from sound2sight.gan_metrics import effnet_features, frechet_distance
-        from sound2sight.models.gan import generate
-
-        G.eval()
-        imgs = generate(G, self.c, generator=torch.Generator().manual_seed(self.seed))
-        return frechet_distance(effnet_features(self.model, imgs), self.real)

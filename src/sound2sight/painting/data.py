@@ -1,4 +1,4 @@
-"""Data for the GAN stage: paintings at the GAN's side, and conditions from the shared space.
+"""Data for the GAN stage: paintings at the GAN's side, conditions from the shared space, figures.
 
 >>> import tempfile
 >>> path = save_grid(np.zeros((3, 8, 8, 3), np.uint8), f"{tempfile.mkdtemp()}/g.png", cols=2)
@@ -21,10 +21,17 @@ from tqdm.auto import tqdm
 from sound2sight.config import Config
 from sound2sight.io import atomic_write_bytes
 from sound2sight.labels import EMOTIONS
-from sound2sight.models.gan import ConditionBank
+from sound2sight.painting.model import ConditionBank
 from sound2sight.train.common import resolve_device
 
-__all__ = ["load_art_images", "load_align", "audio_bank", "image_conditions", "save_grid"]
+__all__ = [
+    "load_art_images",
+    "load_align",
+    "audio_bank",
+    "image_conditions",
+    "save_grid",
+    "plot_curves",
+]
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +140,39 @@ def save_grid(images: np.ndarray, path: str | Path, *, cols: int) -> Path:
     buf = io.BytesIO()
     Image.fromarray(canvas).save(buf, format="PNG")
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_curves(history: dict[str, list[float]], fd_history: list, path: Path) -> None:
+    """Losses, D logits and the checkpoint FD curve of a GAN run, as one PNG (atomic write)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def smooth(v: list[float]) -> tuple[np.ndarray, np.ndarray]:
+        w = max(1, len(v) // 50)  # moving average over ~2% of the run
+        return np.arange(w, len(v) + 1), np.convolve(v, np.ones(w) / w, mode="valid")
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
+    for key, ax in (("loss_d", 0), ("loss_g", 0), ("logit_real", 1), ("logit_fake", 1)):
+        axes[ax].plot(*smooth(history[key]), label=key)
+    if any(history.get("guide_ce", [])):
+        axes[0].plot(*smooth(history["guide_ce"]), label="guide CE")
+    if fd_history:
+        axes[2].plot(
+            [s for s, _ in fd_history],
+            [f for _, f in fd_history],
+            marker="o",
+            label="FD-EffNet (Lite0, EMA G)",
+        )
+    axes[0].set_title("losses")
+    axes[1].set_title("D logits (mean)")
+    axes[2].set_title("FD at checkpoints")
+    for ax in axes:
+        ax.set_xlabel("generator step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

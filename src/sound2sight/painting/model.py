@@ -246,7 +246,7 @@ def load_generator(
     Parameters
     ----------
     path : path-like
-        ``best.pt`` or ``last.pt`` written by :func:`sound2sight.train.gan.train_gan`.
+        ``best.pt`` or ``last.pt`` written by :func:`sound2sight.painting.train.train_gan`.
     weights : {"G_ema", "G"}
         The EMA weights (what every sampler uses) or the raw generator's (for ablations).
     state : dict, optional

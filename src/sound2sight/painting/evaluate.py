@@ -1,0 +1,270 @@
+"""The GAN stage's evaluation: generate from held-out audio conditions and score.
+
+``evaluate_gan`` writes ``gan/metrics.json``, one sample grid per emotion and, beside
+them, a grid of held-out real paintings per emotion.  Two judges:
+
+- **Lite0** (the project's image encoder): FD, KID, k-NN and probe consistency against
+  the *training* paintings — comparable with earlier runs, but not independent when the
+  discriminator or the guidance term reads Lite0 features;
+- **independent** (EfficientNet-Lite2, a different network at 260 px): FD and KID
+  against the training paintings, diversity, and emotion consistency judged only by
+  paintings the generator never saw — a balanced probe fit on the held-out paintings
+  and a k-NN vote among a class-balanced subset of them.  The same judge scores the real
+  training paintings: the real-image ceiling, measured the same way.
+
+It also measures whether the emotion reaches the picture (same noise, another emotion,
+against same emotion, another noise; :func:`~sound2sight.painting.metrics.emotion_vs_noise`).
+The metric functions live in :mod:`sound2sight.painting.metrics`.
+
+>>> evaluate_gan(load_config(), "runs/demo")["independent"]["fd"]["generated"]  # doctest: +SKIP
+141.2
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sound2sight.config import Config
+from sound2sight.labels import EMOTIONS
+from sound2sight.painting.metrics import (
+    balanced_reference,
+    cached_real_features,
+    consistency,
+    diversity,
+    effnet_features,
+    emotion_vs_noise,
+    frechet_distance,
+    kid,
+    probe_consistency,
+)
+from sound2sight.painting.model import ConditionBank, generate
+
+__all__ = ["evaluate_gan", "CheckpointFD"]
+
+log = logging.getLogger(__name__)
+
+
+def _independent(cfg, dev, paths, images, y, is_train, gen_imgs, gy, fd_imgs, n_fd) -> dict:
+    """FD, KID, diversity and held-out consistency in EfficientNet-Lite2 space."""
+    from sound2sight.models.image import load_image_encoder
+
+    try:
+        model, _ = load_image_encoder(device=dev, variant="lite2")
+    except ImportError as exc:
+        log.warning("independent GAN metrics skipped: %s", exc)
+        return {"skipped": str(exc)}
+    names = list(EMOTIONS)
+    real = cached_real_features(cfg, model, paths, images)  # (N, 1280)
+    gfeat, fdfeat = effnet_features(model, gen_imgs), effnet_features(model, fd_imgs)
+    tr, hx, hy = real[is_train], real[~is_train], y[~is_train]
+    hx_fd = hx[np.random.default_rng(cfg.seed).permutation(len(hx))[:n_fd]]
+    kid_m = min(500, n_fd)
+    ref = balanced_reference(hy, seed=cfg.seed)  # equal held-out paintings per emotion
+    sets = {"generated": (gfeat, gy), "real_ceiling": (tr, y[is_train])}
+    return {
+        "encoder": "efficientnet-lite2 (ImageNet, 260 px)",
+        "fd": {
+            "generated": frechet_distance(fdfeat, tr),
+            "real_heldout": frechet_distance(hx_fd, tr) if len(hx_fd) > 2 else None,
+            "n": [len(fdfeat), len(hx_fd)],
+        },
+        "kid": {
+            "generated": kid(fdfeat, tr, subset_size=kid_m, seed=cfg.seed),
+            "real_heldout": kid(hx_fd, tr, subset_size=kid_m, seed=cfg.seed),
+        },
+        "diversity": diversity(gfeat, gy, real, y, names=names),
+        "consistency_heldout": {
+            "reference": f"{len(hx)} held-out paintings the generator never saw "
+            f"(k-NN among {len(ref)}, {len(ref) // max(len(np.unique(hy)), 1)} per emotion)",
+            "probe": probe_consistency(hx, hy, sets, names=names),
+            "knn": {k: consistency(*v, hx[ref], hy[ref], names=names) for k, v in sets.items()},
+        },
+    }
+
+
+def _emotion_reach(G, bank: ConditionBank, classes, *, draws: int, noises: int, seed: int):
+    """Paintings ``(K, draws, noises, R, R, 3)``: every emotion under the same noise."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(noises, G.cfg.z_dim, generator=gen)
+    out = []
+    for k in classes:
+        c = bank.sample(torch.full((draws,), k), generator=gen)  # (M, D)
+        cc = c.repeat_interleave(noises, 0)  # (M*Z, D)
+        dev = next(G.parameters()).device
+        with torch.no_grad():
+            x = G(z.repeat(draws, 1).to(dev), cc.to(dev))
+        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+        out.append(x.cpu().numpy().reshape(draws, noises, *x.shape[1:]))
+    return np.stack(out)
+
+
+def evaluate_gan(
+    cfg: Config,
+    run_dir,
+    *,
+    n_per_class: int = 100,
+    n_fd: int = 500,
+    checkpoint: str = "best",
+    device: str | None = None,
+    weights: str = "G_ema",
+) -> dict:
+    """Score the generator of ``run_dir/gan`` and write ``gan/metrics.json`` and grids.
+
+    Images are generated from held-out (``test``, else ``val``) projected audio
+    embeddings, ``n_per_class`` per emotion for consistency and diversity, plus ``n_fd``
+    with the training label mix for FD and KID against the real training paintings.
+
+    Parameters
+    ----------
+    cfg : Config
+        ``cfg.seed`` fixes the noise and conditions; the GAN's own config comes from the
+        checkpoint.
+    run_dir : path-like
+        A run directory with ``data/``, ``align/`` and ``gan/{best,last}.pt``.
+    n_per_class, n_fd : int > 0
+        Generated images per emotion; generated images for FD/KID.
+    checkpoint : {"best", "last"}
+        Which checkpoint to score.
+    weights : {"G_ema", "G"}
+        ``G`` scores the raw generator instead (``metrics_raw.json``, ``grid_*_raw.png``).
+    """
+    from sound2sight.datasets.base import ArtItem, read_manifest
+    from sound2sight.io import atomic_write_json, safe_torch_load
+    from sound2sight.models.image import load_image_encoder
+    from sound2sight.painting.data import audio_bank, load_align, load_art_images, save_grid
+    from sound2sight.painting.model import load_generator
+    from sound2sight.train.common import resolve_device
+
+    run_dir, names = Path(run_dir), list(EMOTIONS)
+    dev = resolve_device(device or cfg.device)
+    path = run_dir / "gan" / f"{checkpoint}.pt"
+    state = safe_torch_load(path)
+    G, gcfg = load_generator(path, device=dev, weights=weights, state=state)
+    tag = "" if weights == "G_ema" else "_raw"
+    joint, aud = load_align(run_dir)
+    held = "test" if (aud["splits"] == "test").any() else "val"
+    bank = audio_bank(joint, aud, splits=(held,))
+    items = [it for it in read_manifest(run_dir / "data" / "art_manifest.csv", ArtItem) if it.label]
+    images, keep = load_art_images(
+        [it.path for it in items], size=gcfg.resolution, workers=max(1, cfg.image.num_workers)
+    )
+    items = [items[i] for i in keep]
+    paths = [it.path for it in items]
+    y = np.array([names.index(it.label) for it in items])
+    is_train = np.array([it.split == "train" for it in items])
+    model, _ = load_image_encoder(device=dev)
+    real = cached_real_features(cfg, model, paths, images)  # (N, 1280)
+    ref, ref_y, hx, hy = real[is_train], y[is_train], real[~is_train], y[~is_train]
+    classes = [c for c in range(len(names)) if c in bank.index and (ref_y == c).any()]
+    gen = torch.Generator().manual_seed(cfg.seed + 10)
+    intended = torch.tensor(classes).repeat_interleave(n_per_class)
+    imgs = generate(G, bank.sample(intended, generator=gen), generator=gen)  # (N, R, R, 3)
+    gfeat, gy = effnet_features(model, imgs), intended.numpy()
+    freq = np.bincount(ref_y, minlength=len(names))[classes].astype(float)
+    fd_y = torch.tensor(classes)[
+        torch.multinomial(torch.tensor(freq / freq.sum()), n_fd, True, generator=gen)
+    ]
+    fd_imgs = generate(G, bank.sample(fd_y, generator=gen), generator=gen)
+    fd_feat = effnet_features(model, fd_imgs)
+    hx_fd = hx[np.random.default_rng(cfg.seed).permutation(len(hx))[:n_fd]]  # same count as fakes
+    kid_m = min(500, n_fd)  # one KID subset size for both sets, so the two compare
+    reach = _emotion_reach(G, bank, classes, draws=8, noises=8, seed=cfg.seed + 11)
+    metrics = {
+        "checkpoint": str(path),
+        "weights": weights,
+        "step": int(state["step"]),
+        "conditions": f"audio:{held}",
+        "resolution": gcfg.resolution,
+        "n_per_class": n_per_class,
+        "n_reference": int(len(ref)),
+        "n_real_heldout": int(len(hx)),
+        "training": {
+            "steps": int(state["step"]),
+            "wall_seconds": float(state["wall_seconds"]),
+            "device": state.get("device", "?"),
+            "condition": gcfg.condition,
+            "ema": gcfg.ema,
+            "diffaugment": gcfg.diffaugment,
+            "discriminator": gcfg.discriminator,
+            "guidance": gcfg.guidance,
+            "fd_history": [[int(s), float(f)] for s, f in state.get("fd_history", [])],
+        },
+        "consistency": {
+            "generated": consistency(gfeat, gy, ref, ref_y, names=names),
+            "real_heldout": consistency(hx, hy, ref, ref_y, names=names),
+        },
+        "probe": probe_consistency(
+            ref, ref_y, {"generated": (gfeat, gy), "real_heldout": (hx, hy)}, names=names
+        ),
+        "fd_effnet": {
+            "generated": frechet_distance(fd_feat, ref),
+            "real_heldout": frechet_distance(hx_fd, ref) if len(hx_fd) > 2 else None,
+            "n": [n_fd, len(hx_fd)],
+        },
+        "kid": {
+            "generated": kid(fd_feat, ref, subset_size=kid_m, seed=cfg.seed),
+            "real_heldout": kid(hx_fd, ref, subset_size=kid_m, seed=cfg.seed),
+        },
+        "diversity": diversity(gfeat, gy, real, y, names=names),
+        "emotion_vs_noise": emotion_vs_noise(reach),
+        "independent": _independent(cfg, dev, paths, images, y, is_train, imgs, gy, fd_imgs, n_fd),
+    }
+    out = run_dir / "gan"
+    for c in classes:
+        save_grid(imgs[gy == c][:32], out / f"grid_{names[c]}{tag}.png", cols=8)
+        real_c = images[torch.from_numpy(~is_train & (y == c))][:32]  # held-out real paintings
+        save_grid(real_c.permute(0, 2, 3, 1).numpy(), out / f"real_{names[c]}.png", cols=8)
+    atomic_write_json(out / f"metrics{tag}.json", metrics)
+    _log_summary(metrics)
+    return metrics
+
+
+def _log_summary(m: dict) -> None:
+    cg, cr, fd = m["consistency"]["generated"], m["consistency"]["real_heldout"], m["fd_effnet"]
+    log.info(
+        "GAN (Lite0 judge): consistency k1/k5 %.3f/%.3f (real held-out %.3f/%.3f), FD %.2f "
+        "(real %s), diversity ratio %.2f; emotion/noise pixel change %.2f",
+        *(cg["k1"]["balanced"], cg["k5"]["balanced"], cr["k1"]["balanced"], cr["k5"]["balanced"]),
+        *(fd["generated"], fd["real_heldout"], m["diversity"]["mean_ratio"]),
+        m["emotion_vs_noise"]["ratio"],
+    )
+    ind = m["independent"]
+    if "fd" in ind:
+        p = ind["consistency_heldout"]["probe"]
+        log.info(
+            "GAN (independent Lite2 judge): FD %.2f (real %s), KID %.4f, diversity %.2f, "
+            "held-out probe consistency %.3f (real ceiling %.3f)",
+            ind["fd"]["generated"],
+            ind["fd"]["real_heldout"],
+            ind["kid"]["generated"]["mean"],
+            ind["diversity"]["mean_ratio"],
+            p["generated"]["balanced"],
+            p["real_ceiling"]["balanced"],
+        )
+
+
+class CheckpointFD:
+    """FD-EffNet (Lite0) of ``gan.fd_samples`` EMA samples (val conditions, fixed noise)."""
+
+    def __init__(self, cfg: Config, images, labels, items, bank: ConditionBank, dev) -> None:
+        from sound2sight.models.image import load_image_encoder
+
+        self.model, _ = load_image_encoder(device=dev)
+        lab = torch.nonzero(labels >= 0).squeeze(1)
+        self.real = cached_real_features(
+            cfg, self.model, [items[i].path for i in lab.tolist()], images[lab]
+        )
+        freq = torch.bincount(labels[lab], minlength=len(EMOTIONS)).float()
+        g = torch.Generator().manual_seed(cfg.seed + 2)
+        self.labels = torch.multinomial(freq / freq.sum(), cfg.gan.fd_samples, True, generator=g)
+        self.c = bank.sample(self.labels, generator=g)
+        self.seed = cfg.seed + 3
+
+    def __call__(self, G) -> float:
+        G.eval()
+        imgs = generate(G, self.c, generator=torch.Generator().manual_seed(self.seed))
+        return frechet_distance(effnet_features(self.model, imgs), self.real)
