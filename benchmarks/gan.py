@@ -4,20 +4,26 @@ Usage::
 
     python benchmarks/gan.py --source-run RUN --run /tmp/gan_bench/run --steps 600
     python benchmarks/gan.py --run RUN --steps 600 --no-ablation   # RUN already has data/ + align/
+    python benchmarks/gan.py --goals A.json B.json --baseline BASE.json   # the goals table only
 
 ``--source-run`` names a run directory that already holds the stages the GAN reads
 (``data/art_manifest.csv``, ``align/best.pt``, ``align/audio_embeddings.npz``,
 ``image/features.npz``); they are copied into ``--run`` (the source is never written).
 Without it, ``--run`` must hold them already.
 
-1. The main arm (EMA + DiffAugment, ``gan.condition`` as configured) trains for
-   ``--steps`` generator steps, or resumes/loads when ``gan/last.pt`` exists.
-2. The ablation arm trains the same model for the same steps without EMA
-   (``gan.ema=0``: sampling uses the raw generator) and without DiffAugment.  With
-   ``--raw`` the main arm's raw generator is scored too, which separates the two.
-3. Each arm is scored by :func:`sound2sight.painting.evaluate.evaluate_gan` (held-out
-   projected audio embeddings as conditions) and the table is printed with the training
-   cost.  Writes ``benchmarks/results/gan.json``.
+1. The main arm (``gan.*`` as configured plus ``--set`` overrides) trains for ``--steps``
+   generator steps, or resumes/loads when ``gan/last.pt`` exists; the EMA generator's
+   Lite0 FD is taken at every eighth of the run (``--fd-samples``), so the table can say
+   whether FD worsened over the last half.
+2. Unless ``--no-ablation``, the same model trains without EMA and without DiffAugment.
+   With ``--raw`` the main arm's raw generator is scored too.
+3. Each arm is scored by :func:`sound2sight.painting.evaluate.evaluate_gan`: Lite0 FD
+   (the discriminator's own feature space, so not independent for the projected D), and
+   the independent judge — EfficientNet-Lite2 FD, KID, diversity, and emotion consistency
+   judged by held-out paintings beside the real-image ceiling — plus the emotion-vs-noise
+   pixel change.  Writes ``--out`` (JSON).
+4. ``--goals`` reads results files and prints the issue's goals, with the independent FD as
+   a ratio to ``--baseline``'s; writes ``benchmarks/results/gan_goals.json``.
 
 On a shared 2-core CPU, one torch thread per process is much faster than two
 (``--threads``, default 1): the OpenMP workers otherwise spin against other jobs.
@@ -132,6 +138,60 @@ def _row(name: str, arm: dict, key: str = "metrics") -> str:
     )
 
 
+def goals(paths: list[Path], baseline: Path, out: Path) -> dict:
+    """The issue's goals for each results file's main arm, as ratios to the baseline's."""
+    base = json.loads(baseline.read_text())["arms"]["main"]["metrics"]["independent"]
+    rows = {}
+    for path in paths:
+        arm = json.loads(path.read_text())["arms"]["main"]
+        m, ind = arm["metrics"], arm["metrics"]["independent"]
+        held = ind["consistency_heldout"]["probe"]
+        gen, ceil = held["generated"]["balanced"], held["real_ceiling"]["balanced"]
+        st = arm.get("stability") or stability(arm["train"].get("fd_history", []))
+        checks = {
+            "train_minutes<=45": (
+                arm["train"]["wall_seconds"] / 60,
+                arm["train"]["wall_seconds"] <= 2700,
+            ),
+            "fd_lite0<=100": (m["fd_effnet"]["generated"], m["fd_effnet"]["generated"] <= 100),
+            "fd_lite2<=0.7x_baseline": (
+                ind["fd"]["generated"] / base["fd"]["generated"],
+                ind["fd"]["generated"] <= 0.7 * base["fd"]["generated"],
+            ),
+            "kid_lite2<=0.03": (
+                ind["kid"]["generated"]["mean"],
+                ind["kid"]["generated"]["mean"] <= 0.03,
+            ),
+            "diversity_lite2>=0.8": (
+                ind["diversity"]["mean_ratio"],
+                ind["diversity"]["mean_ratio"] >= 0.8,
+            ),
+            "consistency_heldout>=0.55": (gen, gen >= 0.55),
+            "consistency>=ceiling+0.18": (gen - ceil, gen - ceil >= 0.18),
+            "emotion/noise>=0.5": (
+                m["emotion_vs_noise"]["ratio"],
+                m["emotion_vs_noise"]["ratio"] >= 0.5,
+            ),
+            "fd_not_worse_in_2nd_half": (
+                None if st is None else st["fd_last"] - st["fd_at_half"],
+                None if st is None else not st["worsened"],
+            ),
+        }
+        rows[path.stem] = {k: {"value": v, "met": ok} for k, (v, ok) in checks.items()}
+    names = list(next(iter(rows.values())))
+    print(f"\n{'goal':<28} " + " ".join(f"{n[:24]:>24}" for n in rows))
+    for k in names:
+        cells = []
+        for r in rows.values():
+            v, ok = r[k]["value"], r[k]["met"]
+            cells.append(f"{'-' if v is None else f'{v:.3f}'} {'met' if ok else 'MISSED':>6}")
+        print(f"{k:<28} " + " ".join(f"{c:>24}" for c in cells))
+    result = {"baseline": str(baseline), "runs": rows}
+    atomic_write_json(out, result)
+    print(f"wrote {out}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=Path("/tmp/gan_bench/run"))
@@ -156,7 +216,17 @@ def main(argv: list[str] | None = None) -> dict:
         "--fd-samples", type=int, default=256, help="Lite0 FD at each checkpoint (stability)"
     )
     p.add_argument("--baseline", type=Path, help="a results JSON whose main arm is the baseline")
+    p.add_argument(
+        "--goals",
+        type=Path,
+        nargs="+",
+        help="only print the goals table for these results files (needs --baseline)",
+    )
     args = p.parse_args(argv)
+    if args.goals:
+        if not args.baseline:
+            raise SystemExit("--goals needs --baseline RESULTS.json")
+        return goals(args.goals, args.baseline, RESULTS.with_name("gan_goals.json"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     base = [

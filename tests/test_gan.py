@@ -205,7 +205,7 @@ def tiny_run(tmp_path, monkeypatch):
 def _cfg(**gan) -> Config:
     cfg = Config()
     base = dict(g_ch=4, d_ch=4, z_dim=32, batch_size=4, sample_every=1, ckpt_every=2, fd_samples=0)
-    base["discriminator"] = "resnet"  # the projected one has its own test (it needs a real Lite0)
+    base.update(discriminator="resnet", guidance=0.0)  # projected: its own test (a real Lite0)
     cfg.gan = GANConfig(**{**base, **gan})
     return cfg
 
@@ -320,4 +320,4 @@ def test_guidance_needs_projected_discriminator(tiny_run):
     from sound2sight.painting.train import train_gan
 
     with pytest.raises(ValueError, match="guidance"):
-        train_gan(_cfg(steps=1, guidance=1.0), tiny_run)
+        train_gan(_cfg(steps=1, guidance=1.0), tiny_run)  # _cfg: the resnet D

@@ -165,33 +165,36 @@ class AlignConfig:
 
 @dataclass
 class GANConfig:
+    # Defaults: the CPU recipe of issue 13 (projected D, widths 16); BENCHMARKS.md has the figures
     resolution: int = 64  # output side: 64 or 128
     z_dim: int = 128  # noise size
-    g_ch: int = 32  # generator base width
-    d_ch: int = 32  # discriminator base width
-    steps: int = 2000  # generator steps
-    batch_size: int = 32  # images per step
-    lr_g: float = 1e-4  # generator Adam lr (TTUR: smaller than D's)
-    lr_d: float = 4e-4  # discriminator Adam lr
+    g_ch: int = 16  # generator base width (a GPU affords 32-64)
+    d_ch: int = 16  # discriminator base width
+    steps: int = 5000  # generator steps (~30-45 min on 2 CPU cores)
+    batch_size: int = 16  # images per step
+    lr_g: float = 2e-4  # generator Adam lr (Projected GAN's; the resnet D used 1e-4)
+    lr_d: float = 2e-4  # discriminator Adam lr (the resnet D used 4e-4)
     ema: float = 0.999  # EMA decay of the sampling generator
     diffaugment: str = "color,translation,cutout"  # DiffAugment policy; empty disables
     condition: str = "audio"  # audio: pair paintings with audio embeddings of their emotion; image: own embedding
-    sample_every: int = 250  # steps between fixed-noise sample grids
-    ckpt_every: int = 250  # steps between checkpoints
+    sample_every: int = 500  # steps between fixed-noise sample grids
+    ckpt_every: int = 500  # steps between checkpoints
     cond_dim: int = 128  # condition size (the shared-space dimension)
     d_steps: int = 1  # discriminator updates per generator step
     balanced: bool = True  # class-balanced sampling of labelled paintings (audio condition)
     fd_samples: int = (
-        256  # images scored by FD-EffNet at each checkpoint to pick best; 0 = best is last
+        256  # images scored by FD (Lite0) at each checkpoint to pick best; 0 = best is last
     )
     eval_per_class: int = 100  # generated images per emotion for consistency and diversity
-    eval_fd: int = 500  # generated images for FD-EffNet and KID
+    eval_fd: int = 500  # generated images for FD and KID
     discriminator: str = (
         "projected"  # projected: on frozen EfficientNet-Lite0 features | resnet: from pixels
     )
-    d_input_size: int = 128  # projected: side paintings are resized to before the frozen features
+    d_input_size: int = 64  # projected: side paintings are resized to before the frozen features
     mixing_seed: int = 0  # projected: seed of the random cross-channel/cross-scale mixing
-    guidance: float = 0.0  # weight of the emotion-guidance term (a Lite0 probe) in G's loss
+    guidance: float = (
+        1.0  # weight of the emotion-guidance term (a Lite0 probe) in G's loss; 0 = off
+    )
     log_every: int = 100  # steps between progress lines in gan/train.log
 
 

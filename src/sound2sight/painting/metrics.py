@@ -248,18 +248,22 @@ def effnet_features(
     Images are bilinearly resized to ``size`` (default: the encoder's own, 224 px for
     Lite0, 260 px for Lite2) and normalised as its weights expect; returns ``(N, 1280)``.
     """
+    from sound2sight.models.image import EfficientNetLite0, _fuse_batchnorm
+
     size = size or model.config.image_size
     x = torch.as_tensor(images)
     if x.ndim == 4 and x.shape[-1] == 3 and x.shape[1] != 3:
         x = x.permute(0, 3, 1, 2)  # (N, 3, H, W)
     device = next(model.parameters()).device
     cfg = model.config
+    if isinstance(model, EfficientNetLite0) and len(x) > batch_size:  # BN folded: ~1.3x faster
+        model = _fuse_batchnorm(model).to(memory_format=torch.channels_last)
     out = []
     for s in range(0, len(x), batch_size):
         b = x[s : s + batch_size].to(device).float()  # (b, 3, H, W) in 0..255
         if b.shape[-1] != size:
             b = F.interpolate(b, size=(size, size), mode="bilinear", align_corners=False)
-        b = (b - cfg.pixel_mean) / cfg.pixel_std
+        b = ((b - cfg.pixel_mean) / cfg.pixel_std).contiguous(memory_format=torch.channels_last)
         out.append(model.forward_features(b).float().cpu())  # (b, 1280)
     return torch.cat(out).numpy() if out else np.zeros((0, cfg.feature_dim), np.float32)
 

@@ -192,7 +192,8 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
     if g.guidance > 0:
         if not projected:
             raise ValueError(
-                "gan.guidance needs gan.discriminator=projected (it reads its features)"
+                "gan.guidance needs gan.discriminator=projected (it reads its features); "
+                "with the resnet discriminator set gan.guidance=0"
             )
         guide = _fit_guide(
             features, images, labels, aug, torch.Generator().manual_seed(cfg.seed), dev
