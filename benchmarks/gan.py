@@ -138,12 +138,40 @@ def _row(name: str, arm: dict, key: str = "metrics") -> str:
     )
 
 
+def compose_grids(run: Path, out: Path, *, prefix: str = "grid_", cols: int = 8) -> Path:
+    """One PNG with a labelled row of ``cols`` paintings per emotion from ``run/gan/PREFIX*.png``."""
+    from PIL import Image, ImageDraw
+
+    from sound2sight.labels import EMOTIONS
+
+    rows = []
+    for e in EMOTIONS:
+        grid = Image.open(run / "gan" / f"{prefix}{e}.png").convert("RGB")
+        cell = (grid.width - 2) // 8  # save_grid: 8 per row, 2 px borders
+        rows.append((e, grid.crop((0, 0, 2 + cols * cell, cell + 2))))
+    label_w = 56
+    canvas = Image.new("RGB", (label_w + rows[0][1].width, sum(r.height for _, r in rows)), "white")
+    draw, y = ImageDraw.Draw(canvas), 0
+    for e, r in rows:
+        canvas.paste(r, (label_w, y))
+        draw.text((4, y + r.height // 2 - 6), e, fill="black")
+        y += r.height
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out)
+    return out
+
+
+def _main_arm(path: Path) -> dict:
+    """The first (main) arm of a results file; arms are keyed by their label."""
+    return next(iter(json.loads(path.read_text())["arms"].values()))
+
+
 def goals(paths: list[Path], baseline: Path, out: Path) -> dict:
     """The issue's goals for each results file's main arm, as ratios to the baseline's."""
-    base = json.loads(baseline.read_text())["arms"]["main"]["metrics"]["independent"]
+    base = _main_arm(baseline)["metrics"]["independent"]
     rows = {}
     for path in paths:
-        arm = json.loads(path.read_text())["arms"]["main"]
+        arm = _main_arm(path)
         m, ind = arm["metrics"], arm["metrics"]["independent"]
         held = ind["consistency_heldout"]["probe"]
         gen, ceil = held["generated"]["balanced"], held["real_ceiling"]["balanced"]
@@ -217,6 +245,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--baseline", type=Path, help="a results JSON whose main arm is the baseline")
     p.add_argument(
+        "--docs-grid",
+        type=Path,
+        help="also write the main arm's generated grids, one row per emotion, to this PNG "
+        "(the held-out real paintings' grid goes beside it in the run folder, never the repo)",
+    )
+    p.add_argument(
         "--goals",
         type=Path,
         nargs="+",
@@ -284,8 +318,12 @@ def main(argv: list[str] | None = None) -> dict:
             f"\n{label} vs neither: FD-EffNet {-100 * out['fd_reduction_ema_diffaugment']:+.1f}%"
             f" ({fds[1]:.1f} -> {fds[0]:.1f})"
         )
+    if args.docs_grid:
+        print(f"wrote {compose_grids(args.run, args.docs_grid)}")
+        real = compose_grids(args.run, args.run / "gan" / "real_paintings.png", prefix="real_")
+        print(f"wrote {real} (real paintings: not for the repository)")
     if args.baseline:
-        base_m = json.loads(args.baseline.read_text())["arms"]["main"]["metrics"]
+        base_m = _main_arm(args.baseline)["metrics"]
         out["vs_baseline"] = {
             name: {
                 "baseline": str(args.baseline),
