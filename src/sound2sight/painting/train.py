@@ -254,10 +254,9 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         if projected:
             maps, pooled = features(x, pooled=True)
             loss = projected_hinge(None, D(None, c, maps=maps))
-            if guide is not None:
-                ce = torch.nn.functional.cross_entropy(
-                    guide(pooled), labels[idx].to(dev), ignore_index=-1
-                )
+            y = labels[idx].to(dev)
+            if guide is not None and (y >= 0).any():  # unlabelled paintings (-1) get no guidance
+                ce = torch.nn.functional.cross_entropy(guide(pooled), y, ignore_index=-1)
                 loss = loss + g.guidance * ce
         else:
             loss = loss_hinge_gen(D(x, c))
