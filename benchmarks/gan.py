@@ -81,6 +81,9 @@ def run_arm(name: str, run: Path, overrides: list[str], args) -> dict:
     t0 = time.perf_counter()
     train = train_gan(cfg, run)
     t1 = time.perf_counter()
+    if args.time_only:  # the step cost alone (e.g. on an idle machine), no scoring
+        log.info("%s: %d steps, %.3f s/step", name, train["steps"], train["sec_per_step"])
+        return {"overrides": overrides, "train": train}
     metrics = evaluate_gan(
         cfg, run, n_per_class=args.n_per_class, n_fd=args.n_fd, checkpoint="last"
     )
@@ -244,6 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--fd-samples", type=int, default=256, help="Lite0 FD at each checkpoint (stability)"
     )
     p.add_argument("--baseline", type=Path, help="a results JSON whose main arm is the baseline")
+    p.add_argument("--time-only", action="store_true", help="train and time, do not score")
     p.add_argument(
         "--docs-grid",
         type=Path,
@@ -296,6 +300,12 @@ def main(argv: list[str] | None = None) -> dict:
         " (Lite2): FD, KID, diversity | held-out consistency: probe, k-NN k=5 | emotion/noise"
     )
     for name, arm in results.items():
+        if args.time_only:
+            t = arm["train"]
+            print(
+                f"{name}: {t['steps']} steps, {t['wall_seconds']:.0f} s, {t['sec_per_step']:.3f} s/step"
+            )
+            continue
         arm["stability"] = stability(arm["train"].get("fd_history", []))
         print(_row(name, arm))
         if "metrics_raw" in arm:
