@@ -54,8 +54,8 @@ def random_pipeline(config: str | None, *, gallery: int = 1000):
     """A ``Sound2Sight`` with the configured architectures, untrained (timing only)."""
     from sound2sight.config import load_config
     from sound2sight.models.emotion import build_classifier
-    from sound2sight.painting.model import Generator
     from sound2sight.models.heads import JointSpace
+    from sound2sight.painting.model import Generator
     from sound2sight.pipeline import Sound2Sight
     from sound2sight.retrieval import Gallery
 

@@ -12,6 +12,9 @@ from torch.nn.utils import parametrize
 
 from sound2sight.config import AlignConfig, Config, GANConfig
 from sound2sight.datasets.base import ArtItem, write_manifest
+from sound2sight.io import atomic_torch_save
+from sound2sight.labels import EMOTIONS
+from sound2sight.losses import loss_hinge_dis, loss_hinge_gen
 from sound2sight.painting.augment import DiffAugment
 from sound2sight.painting.metrics import (
     consistency,
@@ -21,9 +24,6 @@ from sound2sight.painting.metrics import (
     knn_vote,
     probe_consistency,
 )
-from sound2sight.io import atomic_torch_save
-from sound2sight.labels import EMOTIONS
-from sound2sight.losses import loss_hinge_dis, loss_hinge_gen
 from sound2sight.painting.model import (
     ConditionBank,
     Discriminator,

@@ -23,8 +23,8 @@ from PIL import Image
 
 from sound2sight.config import ConfigError, ImageConfig, load_config
 from sound2sight.datasets import load_art_corpus, load_wikiart_emotions
-from sound2sight.painting.data import load_art_images
 from sound2sight.models.image import ImageFeatureExtractor, load_image_encoder
+from sound2sight.painting.data import load_art_images
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)  # (H, W, 3) noise "painting"

@@ -19,8 +19,8 @@ from sound2sight.config import config_to_dict, load_config
 from sound2sight.io import safe_torch_load
 from sound2sight.labels import EMOTIONS
 from sound2sight.models.emotion import build_classifier, load_classifier
-from sound2sight.painting.model import Generator, load_generator
 from sound2sight.models.heads import JointSpace, load_joint_space
+from sound2sight.painting.model import Generator, load_generator
 from sound2sight.pipeline import Sound2Sight, export_bundle
 from sound2sight.retrieval import Gallery
 

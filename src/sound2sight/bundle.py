@@ -80,8 +80,8 @@ def load_parts(path: str | Path, *, device: str = "cpu") -> dict:
     its weights come from their pip package, never from the run or the bundle.
     """
     from sound2sight.models.emotion import load_classifier
-    from sound2sight.painting.model import load_generator
     from sound2sight.models.heads import load_joint_space
+    from sound2sight.painting.model import load_generator
     from sound2sight.retrieval import Gallery
 
     path = Path(path)
@@ -109,8 +109,8 @@ def _load_bundle(path: Path) -> dict:
     from safetensors.torch import load_file
 
     from sound2sight.models.emotion import build_classifier
-    from sound2sight.painting.model import Generator
     from sound2sight.models.heads import JointSpace
+    from sound2sight.painting.model import Generator
     from sound2sight.retrieval import Gallery
 
     try:

@@ -48,7 +48,24 @@ __all__ = ["evaluate_gan", "CheckpointFD"]
 log = logging.getLogger(__name__)
 
 
-def _independent(cfg, dev, paths, images, y, is_train, gen_imgs, gy, fd_imgs, n_fd) -> dict:
+def _fd_and_kid(fake: np.ndarray, heldout: np.ndarray, reference: np.ndarray, *, seed: int):
+    """FD and KID of the generated set and of as many held-out real paintings vs ``reference``."""
+    n = len(fake)
+    held = heldout[np.random.default_rng(seed).permutation(len(heldout))[:n]]  # same count
+    m = min(500, n)  # one KID subset size for both sets, so the two compare
+    fd = {
+        "generated": frechet_distance(fake, reference),
+        "real_heldout": frechet_distance(held, reference) if len(held) > 2 else None,
+        "n": [n, len(held)],
+    }
+    kids = {
+        "generated": kid(fake, reference, subset_size=m, seed=seed),
+        "real_heldout": kid(held, reference, subset_size=m, seed=seed),
+    }
+    return fd, kids
+
+
+def _independent(cfg, dev, paths, images, y, is_train, gen_imgs, gy, fd_imgs) -> dict:
     """FD, KID, diversity and held-out consistency in EfficientNet-Lite2 space."""
     from sound2sight.models.image import load_image_encoder
 
@@ -61,21 +78,13 @@ def _independent(cfg, dev, paths, images, y, is_train, gen_imgs, gy, fd_imgs, n_
     real = cached_real_features(cfg, model, paths, images)  # (N, 1280)
     gfeat, fdfeat = effnet_features(model, gen_imgs), effnet_features(model, fd_imgs)
     tr, hx, hy = real[is_train], real[~is_train], y[~is_train]
-    hx_fd = hx[np.random.default_rng(cfg.seed).permutation(len(hx))[:n_fd]]
-    kid_m = min(500, n_fd)
     ref = balanced_reference(hy, seed=cfg.seed)  # equal held-out paintings per emotion
     sets = {"generated": (gfeat, gy), "real_ceiling": (tr, y[is_train])}
+    fd, kids = _fd_and_kid(fdfeat, hx, tr, seed=cfg.seed)
     return {
         "encoder": "efficientnet-lite2 (ImageNet, 260 px)",
-        "fd": {
-            "generated": frechet_distance(fdfeat, tr),
-            "real_heldout": frechet_distance(hx_fd, tr) if len(hx_fd) > 2 else None,
-            "n": [len(fdfeat), len(hx_fd)],
-        },
-        "kid": {
-            "generated": kid(fdfeat, tr, subset_size=kid_m, seed=cfg.seed),
-            "real_heldout": kid(hx_fd, tr, subset_size=kid_m, seed=cfg.seed),
-        },
+        "fd": fd,
+        "kid": kids,
         "diversity": diversity(gfeat, gy, real, y, names=names),
         "consistency_heldout": {
             "reference": f"{len(hx)} held-out paintings the generator never saw "
@@ -90,11 +99,10 @@ def _emotion_reach(G, bank: ConditionBank, classes, *, draws: int, noises: int, 
     """Paintings ``(K, draws, noises, R, R, 3)``: every emotion under the same noise."""
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(noises, G.cfg.z_dim, generator=gen)
-    out = []
+    dev, out = next(G.parameters()).device, []
     for k in classes:
         c = bank.sample(torch.full((draws,), k), generator=gen)  # (M, D)
         cc = c.repeat_interleave(noises, 0)  # (M*Z, D)
-        dev = next(G.parameters()).device
         with torch.no_grad():
             x = G(z.repeat(draws, 1).to(dev), cc.to(dev))
         x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
@@ -170,8 +178,7 @@ def evaluate_gan(
     ]
     fd_imgs = generate(G, bank.sample(fd_y, generator=gen), generator=gen)
     fd_feat = effnet_features(model, fd_imgs)
-    hx_fd = hx[np.random.default_rng(cfg.seed).permutation(len(hx))[:n_fd]]  # same count as fakes
-    kid_m = min(500, n_fd)  # one KID subset size for both sets, so the two compare
+    fd, kids = _fd_and_kid(fd_feat, hx, ref, seed=cfg.seed)
     reach = _emotion_reach(G, bank, classes, draws=8, noises=8, seed=cfg.seed + 11)
     metrics = {
         "checkpoint": str(path),
@@ -200,18 +207,11 @@ def evaluate_gan(
         "probe": probe_consistency(
             ref, ref_y, {"generated": (gfeat, gy), "real_heldout": (hx, hy)}, names=names
         ),
-        "fd_effnet": {
-            "generated": frechet_distance(fd_feat, ref),
-            "real_heldout": frechet_distance(hx_fd, ref) if len(hx_fd) > 2 else None,
-            "n": [n_fd, len(hx_fd)],
-        },
-        "kid": {
-            "generated": kid(fd_feat, ref, subset_size=kid_m, seed=cfg.seed),
-            "real_heldout": kid(hx_fd, ref, subset_size=kid_m, seed=cfg.seed),
-        },
+        "fd_effnet": fd,
+        "kid": kids,
         "diversity": diversity(gfeat, gy, real, y, names=names),
         "emotion_vs_noise": emotion_vs_noise(reach),
-        "independent": _independent(cfg, dev, paths, images, y, is_train, imgs, gy, fd_imgs, n_fd),
+        "independent": _independent(cfg, dev, paths, images, y, is_train, imgs, gy, fd_imgs),
     }
     out = run_dir / "gan"
     for c in classes:

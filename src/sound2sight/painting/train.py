@@ -138,14 +138,14 @@ def _fit_guide(features: FeatureNet, images, labels, aug: DiffAugment, gen, dev)
     """The emotion-guidance probe, on pooled Lite0 features of (augmented) real paintings."""
     lab = torch.nonzero(labels >= 0).squeeze(1)
     feats = []
-    for copy in range(2):  # two augmented passes: the guide sees what G's paintings look like
+    for copy in range(2):  # a clean and a DiffAugmented pass: G's paintings reach it augmented
         for s in range(0, len(lab), 64):
             x = images[lab[s : s + 64]].to(dev).float() / 127.5 - 1.0
             x = aug(x, generator=gen) if copy else x
             feats.append(features(x, pooled=True)[1].cpu())
-    y = labels[lab].repeat(2)
-    guide = EmotionGuide(feats[0].shape[1], len(EMOTIONS)).fit(torch.cat(feats), y)
-    acc = (guide(torch.cat(feats)).argmax(1) == y).float()
+    feats, y = torch.cat(feats), labels[lab].repeat(2)
+    guide = EmotionGuide(feats.shape[1], len(EMOTIONS)).fit(feats, y)
+    acc = (guide(feats).argmax(1) == y).float()
     per = [float(acc[y == k].mean()) for k in y.unique().tolist()]
     log.info("emotion guide: balanced accuracy %.3f on its training paintings", np.mean(per))
     return guide.to(dev)
