@@ -7,7 +7,8 @@ Times ``pipe(wav_bytes, n_images=4, k=8)`` ``--calls`` times after ``--warmup`` 
 reports p50/p95 of the wall time and of each stage in ``Result.timings_ms``; then times
 the parts in isolation (decode, preprocessing, LogMel, classifier forward and embed,
 projection, generator, neighbour search) to show where the time goes.  Prints a table
-and writes ``benchmarks/results/latency.json``.  Goal: p50 <= 40 ms on 2 CPU cores.
+and writes ``benchmarks/results/latency.json``.  Goal: p50 <= 80 ms on 2 CPU cores (issue 11's
+goal for the Whisper pipeline; the log-Mel CNN pipeline before it had 40 ms).
 
 ``--random-weights`` builds the run's architectures with untrained weights and a random
 gallery (latency does not depend on the weights); its figures are labelled as such.
@@ -31,7 +32,7 @@ import torch
 log = logging.getLogger("benchmarks.latency")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GOAL_P50_MS = 40.0
+GOAL_P50_MS = 80.0
 
 
 def voice_wav(seconds: float, *, sr: int = 16000) -> bytes:
@@ -131,7 +132,8 @@ def breakdown(pipe, wav: bytes, *, n: int, k: int, calls: int) -> dict[str, dict
         f"top-{k} of {len(pipe.gallery)}": lambda: pipe.nearest.search(z.numpy(), k=k),
     }
     if pipe.judge is not None:
-        imgs = [np.asarray(im) for im in generate(pipe.generator, z.expand(draw, -1))]
+        noise = torch.Generator().manual_seed(0)
+        imgs = list(generate(pipe.generator, z.expand(draw, -1), generator=noise))
         parts[f"image features x{draw}"] = lambda: pipe.judge.features(imgs)
     out = {}
     for name, fn in parts.items():

@@ -67,6 +67,25 @@ def test_seed_and_generator_control_the_noise(pipe):
     np.testing.assert_array_equal(r1.images[0], r3.images[0])
 
 
+def test_candidates_are_judged_unless_there_is_nothing_to_pick(pipe, monkeypatch):
+    """The image-emotion probe picks among oversampled candidates and finds image-space
+    neighbours; with oversample=1 and no image neighbours its feature pass is skipped."""
+    wave = synth_voice("happy", speaker=3, seed=2)
+    assert pipe.judge is not None
+    r = pipe(wave, sample_rate=16000, n_images=2, k=0, seed=0)
+    assert len(r.painted_emotions) == 2 and set(r.painted_emotions) <= set(EMOTIONS)
+    assert len(r.image_neighbours) == 2 and len(r.image_neighbours[0]) == 4
+
+    def fail(images):
+        raise AssertionError("image features computed with nothing to pick")
+
+    monkeypatch.setattr(pipe.judge, "features", fail)
+    monkeypatch.setattr(pipe.cfg.pipeline, "oversample", 1)
+    monkeypatch.setattr(pipe.cfg.pipeline, "k_image_neighbours", 0)
+    fast = pipe(wave, sample_rate=16000, n_images=2, k=0, seed=0)
+    assert len(fast.images) == 2 and fast.painted_emotions == [] and fast.image_neighbours == []
+
+
 def test_long_recording_is_windowed(pipe):
     wave = np.concatenate([synth_voice("happy", speaker=1, seed=s, duration=2.5) for s in range(8)])
     result = pipe(wave, sample_rate=16000, n_images=0, k=1)

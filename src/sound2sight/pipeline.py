@@ -308,8 +308,8 @@ class Sound2Sight:
         draw = n * (pc.oversample if self.judge is not None else 1)
         cond = torch.from_numpy(z).to(self.device)[None].expand(draw, -1)
         images = [np.asarray(im) for im in generate(self.generator, cond, generator=generator)]
-        if self.judge is None:
-            return images, [], []
+        if self.judge is None or (pc.oversample <= 1 and pc.k_image_neighbours == 0):
+            return images, [], []  # nothing to pick or look up: skip the image-feature pass
         feats = self.judge.features(images)  # (draw, 1280)
         probs = self.judge.emotion_probs(feats)  # (draw, 3)
         keep = np.argsort(-probs[:, EMOTIONS.index(emotion)], kind="stable")[:n]
