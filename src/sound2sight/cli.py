@@ -184,6 +184,13 @@ def cmd_paint(args) -> int:
     t0 = time.perf_counter()
     pipe = Sound2Sight.from_run(args.run, device=args.device or "cpu")
     t1 = time.perf_counter()
+    if args.speaker_clips:
+        stats = pipe.calibrate_to_speaker(args.speaker_clips)
+        print(
+            f"calibrated to one speaker: {stats.n_clips} windows of "
+            f"{len(args.speaker_clips)} files in {time.perf_counter() - t1:.1f} s"
+        )
+        t1 = time.perf_counter()
     result = pipe(args.voice, n_images=args.n, seed=args.seed)
     t2 = time.perf_counter()
     out = save_result(result, args.out, name=Path(args.voice).stem)
@@ -337,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seeds the painting noise")
     p.add_argument(
         "-o", "--out", type=Path, default=Path("painted"), help="output folder (default painted/)"
+    )
+    p.add_argument(
+        "--speaker-clips",
+        nargs="+",
+        type=existing_file,
+        metavar="WAV",
+        help="other recordings of the same speaker (any emotions) to calibrate to: only for a "
+        "voice model trained with classifier.speaker_norm=true",
     )
     p.add_argument("--device", type=device, help="cpu, cuda, cuda:N or mps (default cpu)")
     p.set_defaults(fn=cmd_paint)

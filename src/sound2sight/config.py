@@ -102,6 +102,7 @@ class ClassifierConfig:
     pretrained: str = ""  # a voice model shipped with the package (e.g. voice-cremad-tiny) instead of training one
     noise_floor_db: float = 0.0  # whisper: add white noise this many dB below the voice's RMS (e.g. 30; 0 = off) so clean and noisy recordings share one noise floor
     feature_pool: int = 4  # whisper: encoder frames (20 ms) averaged per cached feature frame
+    speaker_norm: bool = False  # whisper, transductive: standardise features by each speaker's own statistics (speaker.py; at inference: Sound2Sight.calibrate_to_speaker)
     width: int = 16  # channels of the first conv stage (16: ~16 MMAC per 3 s clip)
     depth: int = 3  # conv stages
     dropout: float = 0.3  # dropout before the classifier

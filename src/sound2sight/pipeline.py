@@ -107,6 +107,7 @@ class Sound2Sight:
             if len(present) == len(EMOTIONS)
             else None
         )
+        self.speaker = None  # SpeakerStats from calibrate_to_speaker (speaker_norm models)
         self.judge = None  # image-emotion probe + image-space neighbours (needs features)
         if gallery.features is not None and len(present) == len(EMOTIONS) and len(labels) >= 6:
             self.judge = PaintingJudge(gallery.features, labels, EMOTIONS)
@@ -209,6 +210,79 @@ class Sound2Sight:
             batch[i, : len(c)] = torch.from_numpy(c)
         return self.voice(batch.to(self.device), n), len(chunks)  # (W, L, T, C)
 
+    def _speech(self, audio, sample_rate: int | None) -> tuple[str, np.ndarray]:
+        """The recording's name and its samples; only the speech when ``pipeline.vad``."""
+        name = str(audio) if isinstance(audio, (str, Path)) else "upload"
+        wave = self._waveform(audio, sample_rate)
+        if self.cfg.pipeline.vad:  # only what a voice-activity detector calls speech
+            from sound2sight.vad import extract_speech
+
+            if wave.size == 0:
+                raise AudioError(f"{name}: zero-length audio (no samples)")
+            wave = extract_speech(
+                wave,
+                name=name,
+                min_speech=self.cfg.pipeline.min_speech,
+                threshold=self.cfg.pipeline.vad_threshold,
+            )
+        return name, wave
+
+    @property
+    def speaker_normalised(self) -> bool:
+        """Whether the voice model was trained on per-speaker standardised features."""
+        return self.voice is not None and bool(self.classifier.cfg.speaker_norm)
+
+    def _per_speaker(self, feats: torch.Tensor) -> torch.Tensor:
+        """Standardise by the calibrated speaker (else by this recording's own statistics)
+        when the voice model was trained that way; otherwise ``feats`` unchanged."""
+        if not self.speaker_normalised:
+            return feats
+        from sound2sight.speaker import speaker_stats, standardise
+
+        x = feats.cpu().numpy()
+        stats = self.speaker if self.speaker is not None else speaker_stats(x)
+        return torch.from_numpy(standardise(x, stats)).to(feats.device)
+
+    @torch.inference_mode()
+    def calibrate_to_speaker(self, recordings, *, sample_rate: int | None = None):
+        """Opt-in, transductive: learn one speaker's feature statistics from several of
+        their recordings (any emotions, unlabelled); later calls are standardised by them.
+
+        Only for a voice model trained with ``classifier.speaker_norm=true`` (without a
+        calibration such a model uses each recording's own statistics).  A recording that
+        fails (silent, corrupt, ...) is skipped with a warning; none left is an error.
+        :meth:`forget_speaker` undoes it.  Returns the :class:`~sound2sight.speaker.SpeakerStats`.
+        """
+        from sound2sight.speaker import speaker_stats
+        from sound2sight.voice_cache import stack_features
+
+        if not self.speaker_normalised:
+            raise ValueError(
+                "this voice model was trained without classifier.speaker_norm=true: "
+                "calibrating to a speaker would change what it was trained on"
+            )
+        parts, failed = [], []
+        for rec in recordings:
+            try:
+                name, wave = self._speech(rec, sample_rate)
+                parts.extend(self._features(wave, name)[0].cpu().numpy())  # (L, T, C) windows
+            except (AudioError, OSError, ValueError) as err:
+                failed.append(str(err))
+                log.warning("calibration: skipped %s", err)
+        if not parts:
+            raise AudioError(
+                f"calibration: no usable recording ({'; '.join(failed) or 'none given'})"
+            )
+        self.speaker = speaker_stats(stack_features(parts))
+        log.info(
+            "calibrated to a speaker: %d windows, %d frames", len(parts), self.speaker.n_frames
+        )
+        return self.speaker
+
+    def forget_speaker(self) -> None:
+        """Drop the calibration: back to each recording's own statistics."""
+        self.speaker = None
+
     @torch.inference_mode()
     def __call__(
         self,
@@ -236,20 +310,9 @@ class Sound2Sight:
             Explicit source of randomness for the GAN noise.
         """
         t = {"start": time.perf_counter()}
-        name = str(audio) if isinstance(audio, (str, Path)) else "upload"
-        wave = self._waveform(audio, sample_rate)
-        if self.cfg.pipeline.vad:  # only what a voice-activity detector calls speech
-            from sound2sight.vad import extract_speech
-
-            if wave.size == 0:
-                raise AudioError(f"{name}: zero-length audio (no samples)")
-            wave = extract_speech(
-                wave,
-                name=name,
-                min_speech=self.cfg.pipeline.min_speech,
-                threshold=self.cfg.pipeline.vad_threshold,
-            )
+        name, wave = self._speech(audio, sample_rate)
         feats, n_windows = self._features(wave, name)
+        feats = self._per_speaker(feats)
         t["features"] = time.perf_counter()
         logits, emb = self.classifier.logits_and_embedding(feats)  # (W, 3), (W, embed_dim)
         t_soft = getattr(self.classifier, "temperature", None)  # fitted on validation speakers

@@ -197,7 +197,13 @@ def build_shipped(
     for corpus in ("RAVDESS", "TESS", "SAVEE"):
         sel = np.array([it.corpus == corpus for it in ok])
         if sel.any():
-            probs, _ = predict(head, x[sel])
+            xs = x[sel]
+            if cfg.classifier.speaker_norm:  # transductive: each unseen speaker's own statistics
+                from sound2sight.speaker import standardise_by_speaker
+
+                who = [it.speaker for it, s in zip(ok, sel, strict=True) if s]
+                xs = standardise_by_speaker(xs, who)
+            probs, _ = predict(head, xs)
             y = np.array([EMOTIONS.index(it.label) for it, s in zip(ok, sel, strict=True) if s])
             scores[f"{corpus} (never seen)"] = classification_report(
                 y, probs.argmax(1), labels=EMOTIONS

@@ -262,6 +262,12 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
     whisper = cfg.classifier.arch == "whisper"
     if mels is None:
         items, mels = load_inputs(items, cfg, progress=progress)
+    if whisper and cfg.classifier.speaker_norm:  # transductive: test speakers' own statistics
+        from sound2sight.speaker import standardise_by_speaker
+
+        speakers = [it.speaker for it in items]  # corpus-prefixed ids
+        mels = standardise_by_speaker(mels, speakers)
+        log.info("features standardised per speaker (%d speakers)", len(set(speakers)))
     y_all = np.array([EMOTIONS.index(it.label) for it in items])
     split = np.array([it.split for it in items])
     tr, va, te = (np.flatnonzero(split == s) for s in ("train", "val", "test"))

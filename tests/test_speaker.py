@@ -1,0 +1,118 @@
+"""Per-speaker standardisation (opt-in, transductive): the numbers, training, the pipeline API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sound2sight.audio import AudioError
+from sound2sight.config import Config
+from sound2sight.datasets.base import AudioItem
+from sound2sight.labels import EMOTIONS
+from sound2sight.speaker import speaker_stats, standardise, standardise_by_speaker
+from sound2sight.synthetic import synth_voice
+
+L, C = 5, 384  # tiny.en: conv embedding + 4 blocks, width 384
+
+
+def _clips(rng, n: int, frames: int = 6) -> np.ndarray:
+    x = rng.normal(0, 1, (n, 2, frames, 4)).astype(np.float32)
+    x[:, :, frames - 2 :] = 0  # two padding frames per clip
+    return x
+
+
+def test_each_speaker_is_standardised_by_its_own_frames():
+    rng = np.random.default_rng(0)
+    a = _clips(rng, 3)
+    b = a * 3.0 + 5.0  # the same clips from a louder, shifted "speaker"
+    b[:, :, -2:] = 0
+    x = np.concatenate([a, b]).astype(np.float16)
+    out = standardise_by_speaker(x, ["s:a"] * 3 + ["s:b"] * 3)
+    assert out.dtype == np.float16 and out.shape == x.shape
+    np.testing.assert_allclose(out[:3], out[3:], atol=2e-2)  # the speaker's offset and scale cancel
+    assert (out[:, :, -2:] == 0).all()  # padding stays padding
+    valid = out[:3, :, :-2].astype(np.float64)  # (3, 2, 4, 4) -> per layer and channel
+    np.testing.assert_allclose(valid.mean(axis=(0, 2)), 0, atol=1e-2)
+    np.testing.assert_allclose(valid.std(axis=(0, 2)), 1, atol=1e-2)
+
+
+def test_statistics_errors_are_clear():
+    with pytest.raises(ValueError, match="clips, layers, frames, channels"):
+        speaker_stats(np.zeros((0, 2, 3, 4)))
+    with pytest.raises(ValueError, match="two frames of speech"):
+        speaker_stats(np.zeros((2, 2, 3, 4)))  # all padding
+    with pytest.raises(ValueError, match="3 speaker names for 2 clips"):
+        standardise_by_speaker(np.ones((2, 2, 3, 4)), ["a", "b", "c"])
+    flat = np.ones((2, 1, 3, 2), np.float32)  # a channel that never moves: floored, finite
+    assert np.isfinite(standardise(flat, speaker_stats(flat))).all()
+
+
+def _speaker_shifted_features(seed: int = 0):
+    """Class k lifts channel block k; every speaker also lifts one block of their own, as
+    strongly as an emotion does, so without removing the speaker it looks like a class."""
+    rng = np.random.default_rng(seed)
+    block = C // 3
+    items, feats = [], []
+    for spk in range(12):
+        own = rng.integers(0, 3)
+        split = "test" if spk < 3 else "val" if spk < 5 else "train"
+        for i in range(12):
+            k = i % 3
+            x = rng.normal(0, 1, (L, 8, C)).astype(np.float32)
+            x[:, :, k * block : (k + 1) * block] += 1.0
+            x[:, :, own * block : (own + 1) * block] += 1.5
+            feats.append(x)
+            label = EMOTIONS[k]
+            items.append(AudioItem(f"/x/{spk}_{i}.wav", label, label, f"c:{spk}", "c", split=split))
+    return items, np.stack(feats).astype(np.float16)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_training_with_speaker_norm_removes_a_speaker_shift(tmp_path):
+    from sound2sight.train.emotion import train_classifier
+
+    items, feats = _speaker_shifted_features()
+    acc = {}
+    for norm in (False, True):
+        cfg = Config()
+        cfg.classifier.speaker_norm = norm
+        cfg.classifier.embed_dim, cfg.classifier.dropout = 16, 0.0
+        cfg.train.epochs, cfg.train.batch_size, cfg.train.patience = 15, 16, 15
+        run = tmp_path / f"norm{norm}"
+        m = train_classifier(cfg, run, items=items, mels=feats, progress=False)
+        acc[norm] = m["test"]["accuracy"]
+        saved = json.loads((run / "classifier" / "metrics.json").read_text())
+        assert saved["test"]["accuracy"] == acc[norm]
+    assert acc[True] >= 0.9, acc
+    assert acc[True] >= acc[False] + 0.15, acc
+
+
+def test_pipeline_calibration_api(tiny_run, tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from sound2sight.pipeline import Sound2Sight
+
+    pipe = Sound2Sight.from_run(tiny_run)
+    voice = synth_voice("angry", speaker=1, seed=3)
+    with pytest.raises(ValueError, match="speaker_norm"):
+        pipe.calibrate_to_speaker([voice], sample_rate=16000)  # trained without it
+    monkeypatch.setattr(pipe.classifier.cfg, "speaker_norm", True)
+    own = pipe(voice, sample_rate=16000, n_images=0, k=0).probabilities
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, np.float32), 16000)
+    clips = [synth_voice(e, speaker=1, seed=10 + i) for i, e in enumerate(EMOTIONS)]
+    paths = []
+    for i, c in enumerate(clips):
+        sf.write(tmp_path / f"c{i}.wav", c, 16000)
+        paths.append(tmp_path / f"c{i}.wav")
+    stats = pipe.calibrate_to_speaker([*paths, silent])  # the silent one is skipped
+    assert stats.n_clips >= len(clips) and stats.mean.shape == (L, C)
+    calibrated = pipe(voice, sample_rate=16000, n_images=0, k=0).probabilities
+    assert calibrated != own  # standardised by the speaker's statistics, not the clip's
+    pipe.forget_speaker()
+    again = pipe(voice, sample_rate=16000, n_images=0, k=0).probabilities
+    assert again == pytest.approx(own)
+    with pytest.raises(AudioError, match="calibration: no usable recording"):
+        pipe.calibrate_to_speaker([silent])
