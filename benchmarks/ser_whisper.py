@@ -109,7 +109,9 @@ def _tuned_row(args, items, seeds: list[int], folds: list[int], update) -> None:
 
     base = load_config(overrides=[f"tune.epochs={args.tune_epochs}", "data.test_fold=0", *args.set])
     t0 = time.perf_counter()
-    study = tune(base, args.runs / "tune", n_trials=args.tune, items=items)
+    done = args.runs / "tune" / "tune" / "best.json"  # a rerun adds only the missing trials
+    have = json.loads(done.read_text())["n_trials"] if done.is_file() else 0
+    study = tune(base, args.runs / "tune", n_trials=max(0, args.tune - have), items=items)
     best = study["best_params"]
     log.info(
         "tune: best val macro-F1 %.4f with %s (%.0f s)",
@@ -293,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
             update(name, si5=_agg(runs), layer=layer, folds=folds, config=cfgd)
             if args.random_split and variant == "middle":
                 c = load_config(overrides=[f"classifier.encoder={enc}", *args.set])
-                update(name, random_split=_random_split(c, args.runs / f"{enc}-random", its, x))
+                update(
+                    name,
+                    random_split=_random_split(c, args.runs / f"{enc}-random{args.tag}", its, x),
+                )
     current["table"] = print_table(current["rows"])
     atomic_write_text(RESULTS, json.dumps(current, indent=2) + "\n")
     return 0

@@ -86,6 +86,23 @@ def test_candidates_are_judged_unless_there_is_nothing_to_pick(pipe, monkeypatch
     assert len(fast.images) == 2 and fast.painted_emotions == [] and fast.image_neighbours == []
 
 
+def test_int8_voice_encoder_option(pipe, tiny_run):
+    """``pipeline.int8_voice``: the Whisper encoder's linear layers run in dynamic int8;
+    the answer stays a valid distribution close to the float32 one."""
+    from sound2sight import bundle
+
+    parts = bundle.load_parts(tiny_run)
+    parts["cfg"].pipeline.int8_voice = True
+    pipe8 = Sound2Sight(**parts)
+    kinds = {type(m).__module__ for m in pipe8.voice.modules()}
+    assert any("quantized" in k for k in kinds), kinds
+    assert pipe8.voice.provenance[0]["sha256"].endswith("+dynamic-int8")
+    a = pipe(EXAMPLE_VOICES[0], n_images=0, k=0).probabilities  # a real CREMA-D clip
+    b = pipe8(EXAMPLE_VOICES[0], n_images=0, k=0).probabilities
+    assert sum(b.values()) == pytest.approx(1.0, abs=1e-5)
+    assert max(abs(a[e] - b[e]) for e in EMOTIONS) < 0.2
+
+
 def test_long_recording_is_windowed(pipe):
     wave = np.concatenate([synth_voice("happy", speaker=1, seed=s, duration=2.5) for s in range(8)])
     result = pipe(wave, sample_rate=16000, n_images=0, k=1)

@@ -6,7 +6,9 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
+from conftest import EXAMPLE_VOICES
 from sound2sight.audio import AudioError
 from sound2sight.config import Config
 from sound2sight.datasets.base import AudioItem
@@ -71,6 +73,7 @@ def _speaker_shifted_features(seed: int = 0):
 
 @pytest.mark.usefixtures("one_thread")
 def test_training_with_speaker_norm_removes_a_speaker_shift(tmp_path):
+    from sound2sight.models.emotion import load_classifier
     from sound2sight.train.emotion import train_classifier
 
     items, feats = _speaker_shifted_features()
@@ -85,6 +88,11 @@ def test_training_with_speaker_norm_removes_a_speaker_shift(tmp_path):
         acc[norm] = m["test"]["accuracy"]
         saved = json.loads((run / "classifier" / "metrics.json").read_text())
         assert saved["test"]["accuracy"] == acc[norm]
+        model, _ = load_classifier(run / "classifier" / "best.pt")
+        assert hasattr(model, "population_mean") == norm
+    train = speaker_stats(feats[[it.split == "train" for it in items]])  # raw training frames
+    np.testing.assert_allclose(model.population_mean.numpy(), train.mean, atol=1e-5)
+    np.testing.assert_allclose(model.population_std.numpy(), train.std, atol=1e-5)
     assert acc[True] >= 0.9, acc
     assert acc[True] >= acc[False] + 0.15, acc
 
@@ -98,8 +106,12 @@ def test_pipeline_calibration_api(tiny_run, tmp_path, monkeypatch):
     voice = synth_voice("angry", speaker=1, seed=3)
     with pytest.raises(ValueError, match="speaker_norm"):
         pipe.calibrate_to_speaker([voice], sample_rate=16000)  # trained without it
-    monkeypatch.setattr(pipe.classifier.cfg, "speaker_norm", True)
-    own = pipe(voice, sample_rate=16000, n_images=0, k=0).probabilities
+    monkeypatch.setattr(pipe.classifier.cfg, "speaker_norm", True)  # as if trained with it
+    rng = np.random.default_rng(0)
+    pop_mean = torch.from_numpy(rng.normal(0, 1, (L, C)).astype(np.float32))
+    monkeypatch.setattr(pipe.classifier, "population_mean", pop_mean, raising=False)
+    monkeypatch.setattr(pipe.classifier, "population_std", torch.ones(L, C) * 3, raising=False)
+    own = pipe(voice, sample_rate=16000, n_images=0, k=0).probabilities  # training statistics
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(16000, np.float32), 16000)
     clips = [synth_voice(e, speaker=1, seed=10 + i) for i, e in enumerate(EMOTIONS)]
@@ -110,9 +122,63 @@ def test_pipeline_calibration_api(tiny_run, tmp_path, monkeypatch):
     stats = pipe.calibrate_to_speaker([*paths, silent])  # the silent one is skipped
     assert stats.n_clips >= len(clips) and stats.mean.shape == (L, C)
     calibrated = pipe(voice, sample_rate=16000, n_images=0, k=0).probabilities
-    assert calibrated != own  # standardised by the speaker's statistics, not the clip's
+    assert calibrated != own  # standardised by the speaker's statistics, not the training ones
     pipe.forget_speaker()
     again = pipe(voice, sample_rate=16000, n_images=0, k=0).probabilities
     assert again == pytest.approx(own)
     with pytest.raises(AudioError, match="calibration: no usable recording"):
         pipe.calibrate_to_speaker([silent])
+
+
+def test_shipped_speaker_model_keeps_its_training_statistics():
+    """The shipped speaker-normalised head: CREMA-D only, population statistics that are
+    real (not the zeros / ones it is built with), scored calibrated and uncalibrated."""
+    from sound2sight.pretrained import load_shipped
+
+    head, cfg, card = load_shipped("voice-cremad-tiny-speaker")  # checks the SHA-256
+    assert cfg.classifier.speaker_norm and card["data"]["corpus"] == "CREMA-D"
+    mean, std = head.population_mean, head.population_std
+    assert mean.shape == std.shape == (L, C) and (std >= 1e-3).all()
+    assert mean.abs().max() > 0.1 and not torch.allclose(std, torch.ones_like(std))
+    assert {"RAVDESS (never seen)", "RAVDESS (never seen), uncalibrated"} <= set(card["metrics"])
+
+
+def test_calibrating_the_shipped_model_on_one_actors_clips(tiny_run, monkeypatch):
+    """The pipeline with the shipped speaker model, calibrated on one actor's example clips."""
+    from sound2sight.pipeline import Sound2Sight
+    from sound2sight.pretrained import load_shipped
+
+    clips = [p for p in EXAMPLE_VOICES if p.name.startswith("1009_")]  # one actor, 3 emotions
+    assert len(clips) == 3
+    pipe = Sound2Sight.from_run(tiny_run)
+    head, cfg, _ = load_shipped("voice-cremad-tiny-speaker")
+    pipe.classifier, pipe.cfg.classifier = head, cfg.classifier
+    before = pipe(clips[0], n_images=0, k=0).probabilities
+    stats = pipe.calibrate_to_speaker(clips)
+    assert stats.n_clips == 3 and np.isfinite(stats.std).all()
+    after = pipe(clips[0], n_images=0, k=0).probabilities
+    assert after != before and sum(after.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_run_installs_the_shipped_speaker_model(tmp_path):
+    """``classifier.pretrained=voice-cremad-tiny-speaker``: the run's checkpoint carries the
+    speaker setting and the training statistics, so the pipeline can use it uncalibrated."""
+    from sound2sight.config import load_config
+    from sound2sight.datasets.base import write_manifest
+    from sound2sight.models.emotion import load_classifier
+    from sound2sight.pretrained import install_pretrained, load_shipped
+
+    code = {"ANG": "angry", "HAP": "happy", "SAD": "sad"}
+    test = [  # the run's own test speaker: one actor's example clips, standardised together
+        AudioItem(str(p), code[p.name.split("_")[2]], "", "CREMA-D:1009", "CREMA-D", split="test")
+        for p in EXAMPLE_VOICES
+        if p.name.startswith("1009_")
+    ]
+    write_manifest(test, tmp_path / "data" / "audio_manifest.csv")
+    cfg = load_config(overrides=["classifier.pretrained=voice-cremad-tiny-speaker"])
+    metrics = install_pretrained(cfg, tmp_path)
+    assert metrics["test"]["n"] == 3 and 0 <= metrics["test"]["accuracy"] <= 1
+    model, _ = load_classifier(tmp_path / "classifier" / "best.pt")
+    shipped, _, _ = load_shipped("voice-cremad-tiny-speaker")
+    assert model.cfg.speaker_norm
+    assert torch.equal(model.population_mean, shipped.population_mean)

@@ -213,6 +213,9 @@ class PipelineConfig:
     uncertain_margin: float = 0.15  # "uncertain between X and Y" when the top two are this close
     steer: bool = True  # move the voice's shared-space point into the decided emotion's region
     oversample: int = 4  # paintings drawn per one kept (the image-emotion probe picks); 1 = none
+    int8_voice: bool = (
+        False  # dynamic int8 Whisper encoder at inference (CPU; benchmarks/whisper_int8.py)
+    )
     k_image_neighbours: int = 4  # artworks nearest each painting in image-feature space
 
 

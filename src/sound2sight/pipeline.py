@@ -93,6 +93,8 @@ class Sound2Sight:
             voice = VoiceEncoder.load(
                 cfg.classifier.encoder, feature_pool=cfg.classifier.feature_pool
             )
+        if voice is not None and cfg.pipeline.int8_voice and self.device.type == "cpu":
+            voice = voice.quantised()  # measured: no accuracy lost on unseen speakers
         self.voice = None if voice is None else voice.to(self.device).eval()  # frozen Whisper
         self.joint = joint.to(self.device).eval()
         self.generator = generator.to(self.device, memory_format=torch.channels_last).eval()
@@ -233,15 +235,19 @@ class Sound2Sight:
         return self.voice is not None and bool(self.classifier.cfg.speaker_norm)
 
     def _per_speaker(self, feats: torch.Tensor) -> torch.Tensor:
-        """Standardise by the calibrated speaker (else by this recording's own statistics)
-        when the voice model was trained that way; otherwise ``feats`` unchanged."""
+        """Standardise by the calibrated speaker (else by the statistics of the model's
+        training frames) when the voice model was trained that way; else ``feats`` as is."""
         if not self.speaker_normalised:
             return feats
-        from sound2sight.speaker import speaker_stats, standardise
+        from sound2sight.speaker import SpeakerStats, standardise
 
-        x = feats.cpu().numpy()
-        stats = self.speaker if self.speaker is not None else speaker_stats(x)
-        return torch.from_numpy(standardise(x, stats)).to(feats.device)
+        stats = self.speaker
+        if stats is None:
+            c = self.classifier
+            stats = SpeakerStats(
+                c.population_mean.cpu().numpy(), c.population_std.cpu().numpy(), 0, 0
+            )
+        return torch.from_numpy(standardise(feats.cpu().numpy(), stats)).to(feats.device)
 
     @torch.inference_mode()
     def calibrate_to_speaker(self, recordings, *, sample_rate: int | None = None):
@@ -249,7 +255,7 @@ class Sound2Sight:
         their recordings (any emotions, unlabelled); later calls are standardised by them.
 
         Only for a voice model trained with ``classifier.speaker_norm=true`` (without a
-        calibration such a model uses each recording's own statistics).  A recording that
+        calibration such a model uses the statistics of its training frames).  A recording that
         fails (silent, corrupt, ...) is skipped with a warning; none left is an error.
         :meth:`forget_speaker` undoes it.  Returns the :class:`~sound2sight.speaker.SpeakerStats`.
         """
@@ -280,7 +286,7 @@ class Sound2Sight:
         return self.speaker
 
     def forget_speaker(self) -> None:
-        """Drop the calibration: back to each recording's own statistics."""
+        """Drop the calibration: back to the statistics of the model's training frames."""
         self.speaker = None
 
     @torch.inference_mode()

@@ -11,12 +11,19 @@ Rebuild (reads ``../shared/data/audio``; about three minutes on two CPU cores)::
 
     python -m sound2sight.pretrained --data ../shared/data/audio
 
+``voice-cremad-tiny-speaker``: the same recipe with ``classifier.speaker_norm=true``
+(:mod:`sound2sight.speaker`), for "calibrate to this speaker"; it keeps the statistics of
+its training frames for use without a calibration.  Rebuild::
+
+    python -m sound2sight.pretrained --data ../shared/data/audio \
+        --out src/sound2sight/weights/voice-cremad-tiny-speaker --set classifier.speaker_norm=true
+
 A run uses it with ``--set classifier.pretrained=voice-cremad-tiny`` (the demo does):
 the classifier stage then installs the shipped head instead of training one, and scores
 it on the run's own test speakers.
 
 >>> sorted(SHIPPED)
-['voice-cremad-tiny']
+['voice-cremad-tiny', 'voice-cremad-tiny-speaker']
 """
 
 from __future__ import annotations
@@ -41,7 +48,11 @@ __all__ = ["SHIPPED", "load_card", "load_shipped", "install_pretrained", "build_
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED = {"voice-cremad-tiny": WEIGHTS_DIR / "voice-cremad-tiny"}
+SHIPPED = {
+    "voice-cremad-tiny": WEIGHTS_DIR / "voice-cremad-tiny",
+    # the same recipe + classifier.speaker_norm=true: for "calibrate to this speaker"
+    "voice-cremad-tiny-speaker": WEIGHTS_DIR / "voice-cremad-tiny-speaker",
+}
 # the config the shipped head is trained with (only what differs from the defaults)
 SHIPPED_OVERRIDES = [
     "classifier.encoder=tiny.en",
@@ -132,6 +143,10 @@ def install_pretrained(cfg: Config, run_dir: str | Path) -> dict:
     items = [it for it in read_manifest(manifest, AudioItem) if it.split == "test"]
     if items:
         ok, x = load_voice_features(items, run_cfg, progress=False)
+        if scfg.classifier.speaker_norm:  # as in its training: each speaker's own statistics
+            from sound2sight.speaker import standardise_by_speaker
+
+            x = standardise_by_speaker(x, [it.speaker for it in ok])
         probs, _ = predict(head, x)
         y = np.array([EMOTIONS.index(it.label) for it in ok])
         metrics["test"] = classification_report(
@@ -194,20 +209,32 @@ def build_shipped(
         metrics = train_classifier(cfg, run, items=c_items, mels=x[crema], resume=False)
         head, _ = load_classifier(run / "classifier" / "best.pt")
     scores = {"CREMA-D held-out actors": metrics["test"]}
-    for corpus in ("RAVDESS", "TESS", "SAVEE"):
-        sel = np.array([it.corpus == corpus for it in ok])
-        if sel.any():
-            xs = x[sel]
-            if cfg.classifier.speaker_norm:  # transductive: each unseen speaker's own statistics
-                from sound2sight.speaker import standardise_by_speaker
+    test_sel = np.zeros(len(ok), bool)
+    test_sel[np.flatnonzero(crema)[[it.split == "test" for it in c_items]]] = True
+    sets = {"CREMA-D held-out actors": test_sel}
+    sets |= {
+        f"{c} (never seen)": np.array([it.corpus == c for it in ok])
+        for c in ("RAVDESS", "TESS", "SAVEE")
+    }
+    for name, sel in sets.items():
+        if not sel.any():
+            continue
+        y = np.array([EMOTIONS.index(it.label) for it, s in zip(ok, sel, strict=True) if s])
+        variants = {"": x[sel]}
+        if cfg.classifier.speaker_norm:  # transductive: each speaker's own statistics ...
+            from sound2sight.speaker import SpeakerStats, standardise, standardise_by_speaker
 
-                who = [it.speaker for it, s in zip(ok, sel, strict=True) if s]
-                xs = standardise_by_speaker(xs, who)
+            who = [it.speaker for it, s in zip(ok, sel, strict=True) if s]
+            pop = SpeakerStats(head.population_mean.numpy(), head.population_std.numpy(), 0, 0)
+            variants = {
+                "": standardise_by_speaker(x[sel], who),
+                ", uncalibrated": standardise(x[sel], pop),  # ... or the training frames'
+            }
+        for suffix, xs in variants.items():
+            if name.startswith("CREMA-D") and not suffix:
+                continue  # scored by train_classifier above, the same way
             probs, _ = predict(head, xs)
-            y = np.array([EMOTIONS.index(it.label) for it, s in zip(ok, sel, strict=True) if s])
-            scores[f"{corpus} (never seen)"] = classification_report(
-                y, probs.argmax(1), labels=EMOTIONS
-            )
+            scores[name + suffix] = classification_report(y, probs.argmax(1), labels=EMOTIONS)
     spk = {
         s: sorted({it.speaker for it in c_items if it.split == s}) for s in ("train", "val", "test")
     }
@@ -243,6 +270,7 @@ def build_shipped(
             for k, v in scores.items()
         },
         "command": f"python -m sound2sight.pretrained --data {data_root} --seed {seed}"
+        + ("" if out_dir.name == "voice-cremad-tiny" else f" --out {out_dir}")
         + "".join(f" --set {o}" for o in extra),
         "seconds": time.perf_counter() - t0,
     }

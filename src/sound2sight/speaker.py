@@ -8,9 +8,10 @@ speaker's timbre, microphone and room largely cancel.
 
 It is transductive: at test time the statistics come from the test speaker's own
 (unlabelled) clips, so it needs several recordings of one person.  The pipeline exposes it
-as :meth:`sound2sight.pipeline.Sound2Sight.calibrate_to_speaker`; without a calibration, a
-speaker-normalised model standardises each recording by its own statistics (weaker: one
-recording's mean carries some of its emotion).
+as :meth:`sound2sight.pipeline.Sound2Sight.calibrate_to_speaker`.  Without a calibration a
+speaker-normalised model uses the statistics of all its training frames, which the head
+keeps (``population_mean`` / ``population_std``): one recording's own statistics would be
+far worse, as its mean carries much of its emotion (measured in BENCHMARKS.md).
 
 >>> x = np.zeros((2, 1, 3, 2), np.float16); x[:, :, :2] = [[[[1, 5], [3, 7]]]]
 >>> s = speaker_stats(x)
@@ -47,20 +48,26 @@ def _valid(x: np.ndarray) -> np.ndarray:
     return np.abs(x[:, 0]).max(axis=-1) > 0
 
 
-def speaker_stats(features: np.ndarray) -> SpeakerStats:
-    """Statistics of ``features`` ``(N, L, T, C)``: all valid frames of N clips of one speaker."""
+def speaker_stats(features: np.ndarray, *, chunk: int = 256) -> SpeakerStats:
+    """Statistics of ``features`` ``(N, L, T, C)``: all valid frames of N clips of one
+    speaker (or of a whole training set: sums are accumulated ``chunk`` clips at a time)."""
     x = np.asarray(features)
     if x.ndim != 4 or len(x) == 0:
         raise ValueError(
             f"speaker statistics need (clips, layers, frames, channels), got {x.shape}"
         )
-    valid = _valid(x)  # (N, T)
-    n = int(valid.sum())
+    total = np.zeros((x.shape[1], x.shape[3]))  # (L, C) float64
+    square, n = np.zeros_like(total), 0
+    for s in range(0, len(x), chunk):
+        part = x[s : s + chunk]
+        frames = part.transpose(0, 2, 1, 3)[_valid(part)].astype(np.float64)  # (n_i, L, C)
+        total += frames.sum(0)
+        square += np.square(frames).sum(0)
+        n += len(frames)
     if n < 2:
         raise ValueError("speaker statistics need at least two frames of speech")
-    frames = x.transpose(0, 2, 1, 3)[valid].astype(np.float64)  # (n, L, C)
-    mean = frames.mean(0)
-    std = np.maximum(frames.std(0), MIN_STD)
+    mean = total / n
+    std = np.maximum(np.sqrt(np.maximum(square / n - np.square(mean), 0.0)), MIN_STD)
     return SpeakerStats(mean.astype(np.float32), std.astype(np.float32), len(x), n)
 
 

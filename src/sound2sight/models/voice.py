@@ -158,6 +158,10 @@ class WhisperHeadClassifier(nn.Module):
         self.head = _Head(2 * channels, cfg, n_classes)
         # softmax temperature fitted on validation speakers after training (1 = uncalibrated)
         self.register_buffer("temperature", torch.ones(()))
+        if cfg.speaker_norm:  # inputs are speaker-standardised; these stand in for a speaker
+            shape = (max(n for n, _ in self.groups), channels)  # statistics of training frames
+            self.register_buffer("population_mean", torch.zeros(shape))
+            self.register_buffer("population_std", torch.ones(shape))
 
     def layer_weights(self) -> list[torch.Tensor]:
         """Softmax weight of each selected layer, one tensor per encoder."""
@@ -218,6 +222,20 @@ class VoiceEncoder(nn.Module):
     @property
     def groups(self) -> list[tuple[int, int]]:
         return [(e.cfg.layers + 1, e.cfg.width) for e in self.encoders]
+
+    def quantised(self) -> VoiceEncoder:
+        """A copy with dynamic int8 linear layers (int8 weights, activations quantised on
+        the fly; CPU).  Its provenance is marked, so its features get their own cache."""
+        import copy
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao's deprecation notice
+            q = torch.ao.quantization.quantize_dynamic(
+                copy.deepcopy(self).cpu(), {nn.Linear}, dtype=torch.qint8
+            )
+        q.provenance = [dict(p, sha256=p["sha256"] + "+dynamic-int8") for p in self.provenance]
+        return q
 
     @torch.inference_mode()
     def forward(self, wave: torch.Tensor, n_samples: torch.Tensor | None = None) -> torch.Tensor:

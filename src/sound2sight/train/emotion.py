@@ -262,9 +262,11 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
     whisper = cfg.classifier.arch == "whisper"
     if mels is None:
         items, mels = load_inputs(items, cfg, progress=progress)
+    population = None  # speaker_norm: statistics of all training frames (the uncalibrated case)
     if whisper and cfg.classifier.speaker_norm:  # transductive: test speakers' own statistics
-        from sound2sight.speaker import standardise_by_speaker
+        from sound2sight.speaker import speaker_stats, standardise_by_speaker
 
+        population = speaker_stats(mels[[i for i, it in enumerate(items) if it.split == "train"]])
         speakers = [it.speaker for it in items]  # corpus-prefixed ids
         mels = standardise_by_speaker(mels, speakers)
         log.info("features standardised per speaker (%d speakers)", len(set(speakers)))
@@ -284,6 +286,9 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
     x_tr = torch.as_tensor(mels[tr])  # float16 voice features stay compact until a batch
     y_tr = torch.as_tensor(y_all[tr])
     model = build_classifier(cfg.classifier, n_mels=0 if whisper else mels.shape[1]).to(device)
+    if population is not None:
+        model.population_mean.copy_(torch.from_numpy(population.mean))
+        model.population_std.copy_(torch.from_numpy(population.std))
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
     )
