@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                             *args.set,
                         ]
                     )
-                    r = _si5(c, args.runs / f"{enc}-layer{li}" / "seed0", its, x, folds)
+                    pick = args.runs / f"{enc}-layer{li}-select{args.select_epochs}ep" / "seed0"
+                    r = _si5(c, pick, its, x, folds)  # its own folder: the row retrains
                     scores[li] = r["val_macro_f1_mean"]
                     log.info(
                         "%s layer %d: val macro-F1 %.4f (SI-5 test acc %.4f)",

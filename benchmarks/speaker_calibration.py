@@ -20,7 +20,6 @@ speaker normalisation) on the same clips.  Prints a table and writes
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from sound2sight.datasets import load_audio_corpus
-    from sound2sight.io import atomic_write_text
+    from sound2sight.io import atomic_write_json
     from sound2sight.labels import EMOTIONS
     from sound2sight.pretrained import load_shipped
     from sound2sight.speaker import SpeakerStats, standardise, standardise_by_speaker
@@ -123,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": table,
         "command": "python benchmarks/speaker_calibration.py " + " ".join(argv or sys.argv[1:]),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {atomic_write_json(args.out, out)}")
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import sys
 import time
@@ -28,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ser import load_items  # noqa: E402
 from sound2sight.config import load_config  # noqa: E402
-from sound2sight.io import atomic_write_text  # noqa: E402
+from sound2sight.io import atomic_write_json  # noqa: E402
 from sound2sight.labels import EMOTIONS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     out["table"] = "\n".join(lines)
     print(out["table"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {atomic_write_json(args.out, out)}")
     return 0
 
 

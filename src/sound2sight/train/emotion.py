@@ -262,19 +262,19 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
     whisper = cfg.classifier.arch == "whisper"
     if mels is None:
         items, mels = load_inputs(items, cfg, progress=progress)
-    population = None  # speaker_norm: statistics of all training frames (the uncalibrated case)
-    if whisper and cfg.classifier.speaker_norm:  # transductive: test speakers' own statistics
-        from sound2sight.speaker import speaker_stats, standardise_by_speaker
-
-        population = speaker_stats(mels[[i for i, it in enumerate(items) if it.split == "train"]])
-        speakers = [it.speaker for it in items]  # corpus-prefixed ids
-        mels = standardise_by_speaker(mels, speakers)
-        log.info("features standardised per speaker (%d speakers)", len(set(speakers)))
     y_all = np.array([EMOTIONS.index(it.label) for it in items])
     split = np.array([it.split for it in items])
     tr, va, te = (np.flatnonzero(split == s) for s in ("train", "val", "test"))
     if len(tr) == 0:
         raise ValueError("no rows with split == 'train' to train on")
+    population = None  # speaker_norm: statistics of all training frames (the uncalibrated case)
+    if whisper and cfg.classifier.speaker_norm:  # transductive: test speakers' own statistics
+        from sound2sight.speaker import speaker_stats, standardise_by_speaker
+
+        population = speaker_stats(mels[tr])
+        speakers = [it.speaker for it in items]  # corpus-prefixed ids
+        mels = standardise_by_speaker(mels, speakers)
+        log.info("features standardised per speaker (%d speakers)", len(set(speakers)))
     log.info(
         "arch=%s train=%d val=%d test=%d world=%d",
         cfg.classifier.arch,
