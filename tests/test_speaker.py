@@ -47,8 +47,10 @@ def test_statistics_errors_are_clear():
         speaker_stats(np.zeros((2, 2, 3, 4)))  # all padding
     with pytest.raises(ValueError, match="3 speaker names for 2 clips"):
         standardise_by_speaker(np.ones((2, 2, 3, 4)), ["a", "b", "c"])
-    flat = np.ones((2, 1, 3, 2), np.float32)  # a channel that never moves: floored, finite
-    assert np.isfinite(standardise(flat, speaker_stats(flat))).all()
+    flat = np.ones((2, 1, 3, 2), np.float16)  # a channel that never moves: floored, finite
+    stats = speaker_stats(flat)
+    assert np.isfinite(standardise(flat, stats)).all()
+    assert np.isfinite(standardise(flat * 300, stats)).all()  # it moves later: clipped, no inf
 
 
 def _speaker_shifted_features(seed: int = 0):

@@ -31,6 +31,7 @@ import numpy as np
 __all__ = ["SpeakerStats", "speaker_stats", "standardise", "standardise_by_speaker"]
 
 MIN_STD = 1e-3  # floor for channels that do not move (and for the zero layers of "both")
+MAX_Z = 1e3  # standardised values are clipped here (float16 features overflow at 65504)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ def standardise(features: np.ndarray, stats: SpeakerStats) -> np.ndarray:
     x = np.asarray(features)
     valid = _valid(x)[:, None, :, None]  # (N, 1, T, 1)
     z = (x.astype(np.float32) - stats.mean[None, :, None]) / stats.std[None, :, None]
+    z = np.clip(z, -MAX_Z, MAX_Z)  # a channel still in the statistics but moving now: no inf
     return np.where(valid, z, 0.0).astype(x.dtype)
 
 
