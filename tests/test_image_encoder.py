@@ -268,3 +268,27 @@ def test_lite2_is_the_real_imagenet_model():
     assert (probs[:, CROSSWORD_PUZZLE] > 0.1).all()
     with pytest.raises(ValueError, match="lite3"):
         load_image_encoder(variant="lite3")
+
+
+def test_effnet_features_fold_once_and_take_any_batch(encoder):
+    """The BatchNorm-folded copy is made once per encoder and matches it; batches larger
+    than one forward pass work (the image-emotion judge crashed on > 64 candidates when it
+    handed in a copy that was folded already)."""
+    from sound2sight.coherence import PaintingJudge
+    from sound2sight.labels import EMOTIONS
+    from sound2sight.painting.metrics import effnet_features, folded
+
+    model = encoder[0]
+    assert folded(model) is folded(model) and folded(folded(model)) is folded(model)
+    imgs = np.random.default_rng(0).integers(0, 256, (70, 32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        x = torch.nn.functional.interpolate(
+            torch.as_tensor(imgs[:2]).permute(0, 3, 1, 2).float(), size=(224, 224), mode="bilinear"
+        )
+        plain = model.forward_features((x - model.config.pixel_mean) / model.config.pixel_std)
+    feats = effnet_features(model, imgs)  # two passes of 64 + 6
+    assert feats.shape == (70, 1280)
+    np.testing.assert_allclose(feats[:2], plain.numpy(), rtol=1e-3, atol=1e-3)
+    gallery = np.random.default_rng(1).normal(size=(6, 1280)).astype(np.float32)
+    judge = PaintingJudge(gallery, np.array(["angry", "happy", "sad"] * 2), EMOTIONS, encoder=model)
+    assert judge.features(list(imgs)).shape == (70, 1280)

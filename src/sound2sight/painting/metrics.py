@@ -23,6 +23,7 @@ blur.  Metrics:
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "diversity",
     "probe_consistency",
     "effnet_features",
+    "folded",
     "cached_real_features",
     "emotion_vs_noise",
     "balanced_reference",
@@ -239,6 +241,22 @@ def diversity(
     return {"per_class": out, "mean_ratio": float(np.mean(ratios)) if ratios else float("nan")}
 
 
+_FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # encoder -> its folded copy
+
+
+def folded(model):
+    """The BatchNorm-folded, channels-last copy of a frozen EfficientNet-Lite ``model``
+    (about 1.35x faster), made on first use and kept for the model's lifetime; any other
+    module is returned as it is.  The model must not be trained afterwards."""
+    from sound2sight.models.image import EfficientNetLite0, _fuse_batchnorm
+
+    if not isinstance(model, EfficientNetLite0) or isinstance(model._bn0, torch.nn.Identity):
+        return model  # not a Lite encoder, or folded already
+    if model not in _FOLDED:
+        _FOLDED[model] = _fuse_batchnorm(model).to(memory_format=torch.channels_last)
+    return _FOLDED[model]
+
+
 @torch.no_grad()
 def effnet_features(
     model, images: torch.Tensor | np.ndarray, *, batch_size: int = 64, size: int | None = None
@@ -247,17 +265,15 @@ def effnet_features(
 
     Images are bilinearly resized to ``size`` (default: the encoder's own, 224 px for
     Lite0, 260 px for Lite2) and normalised as its weights expect; returns ``(N, 1280)``.
+    The network runs BatchNorm-folded (:func:`folded`, once per model).
     """
-    from sound2sight.models.image import EfficientNetLite0, _fuse_batchnorm
-
     size = size or model.config.image_size
     x = torch.as_tensor(images)
     if x.ndim == 4 and x.shape[-1] == 3 and x.shape[1] != 3:
         x = x.permute(0, 3, 1, 2)  # (N, 3, H, W)
-    device = next(model.parameters()).device
     cfg = model.config
-    if isinstance(model, EfficientNetLite0) and len(x) > batch_size:  # BN folded: ~1.3x faster
-        model = _fuse_batchnorm(model).to(memory_format=torch.channels_last)
+    model = folded(model)
+    device = next(model.parameters()).device
     out = []
     for s in range(0, len(x), batch_size):
         b = x[s : s + batch_size].to(device).float()  # (b, 3, H, W) in 0..255
