@@ -104,7 +104,9 @@ def _random_split(cfg, out: Path, items, feats) -> dict:
 
 def _tuned_row(args, items, seeds: list[int], folds: list[int], update) -> None:
     """Optuna over the head and encoder (fold 0 held out), then SI-5 of the best trial."""
-    from sound2sight.train.tune import tune
+    import optuna
+
+    from sound2sight.train.tune import suggest_config, tune
     from sound2sight.voice_cache import load_voice_features
 
     base = load_config(overrides=[f"tune.epochs={args.tune_epochs}", "data.test_fold=0", *args.set])
@@ -119,20 +121,16 @@ def _tuned_row(args, items, seeds: list[int], folds: list[int], update) -> None:
         best,
         time.perf_counter() - t0,
     )
-    keys = {
-        "encoder": "classifier.encoder",
-        "lr": "train.lr",
-        "dropout": "classifier.dropout",
-        "layers": "classifier.layers",
-        "pooling": "classifier.pooling",
-        "embed_dim": "classifier.embed_dim",
-        "attn_hidden": "classifier.attn_hidden",
-    }
-    chosen = [f"{keys[k]}={v}" for k, v in best.items()]
-    its, x = load_voice_features(items, load_config(overrides=[*chosen, *args.set]), progress=False)
+
+    def chosen(seed: int):  # the best trial's values, set the way the study set them
+        return suggest_config(
+            optuna.trial.FixedTrial(best), load_config(overrides=[f"seed={seed}", *args.set])
+        )
+
+    its, x = load_voice_features(items, chosen(seeds[0]), progress=False)
     runs = []
     for s in seeds:
-        c = load_config(overrides=[*chosen, f"seed={s}", *args.set])
+        c = chosen(s)
         r = _si5(c, args.runs / f"tuned{args.tag}" / f"seed{s}", its, x, folds)
         r["seed"] = s
         runs.append(r)
