@@ -12,6 +12,7 @@ the wrong type or out of range raises :class:`ConfigError` naming the key.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "validate",
+    "wave_views",
     "load_config",
     "config_to_dict",
     "config_from_dict",
@@ -102,6 +104,7 @@ class ClassifierConfig:
     pretrained: str = ""  # a voice model shipped with the package (e.g. voice-cremad-tiny) instead of training one
     noise_floor_db: float = 0.0  # whisper: add white noise this many dB below the voice's RMS (e.g. 30; 0 = off) so clean and noisy recordings share one noise floor
     feature_pool: int = 4  # whisper: encoder frames (20 ms) averaged per cached feature frame
+    wave_augment: str = ""  # whisper, training only: extra views of each training clip, encoded from an altered waveform (comma list of speed<factor>, e.g. speed0.9 = 10 % slower and lower, and noise<dB>, e.g. noise20 = white noise 20 dB under the voice); each batch takes one view at random; empty = off
     speaker_norm: bool = False  # whisper, transductive: standardise features by each speaker's own statistics (speaker.py; at inference: Sound2Sight.calibrate_to_speaker)
     width: int = 16  # channels of the first conv stage (16: ~16 MMAC per 3 s clip)
     depth: int = 3  # conv stages
@@ -196,6 +199,7 @@ class GANConfig:
     guidance: float = (
         1.0  # weight of the emotion-guidance term (a Lite0 probe) in G's loss; 0 = off
     )
+    guide_negatives: bool = False  # guidance: the guide also learns a class of flat canvases (blurred / one-colour copies of the paintings), so G cannot please it with a blank canvas
     log_every: int = 100  # steps between progress lines in gan/train.log
 
 
@@ -337,6 +341,38 @@ _RULES: dict[str, tuple] = {
 }
 
 
+_VIEW = re.compile(r"(speed|noise)(\d+(?:\.\d+)?)")
+
+
+def wave_views(spec: str) -> list[tuple[str, float]]:
+    """``classifier.wave_augment`` as ``(kind, value)`` pairs; a bad entry raises ConfigError.
+
+    >>> wave_views("speed0.9, noise20")
+    [('speed', 0.9), ('noise', 20.0)]
+    >>> wave_views("speed3")
+    Traceback (most recent call last):
+    ...
+    sound2sight.config.ConfigError: classifier.wave_augment: 'speed3': a speed factor must be in [0.5, 2]
+    """
+    out = []
+    for part in (p.strip() for p in str(spec).split(",")):
+        if not part:
+            continue
+        m = _VIEW.fullmatch(part)
+        if m is None:
+            raise ConfigError(
+                f"classifier.wave_augment: {part!r}: expected speed<factor> (e.g. speed0.9) "
+                "or noise<dB> (e.g. noise20)"
+            )
+        kind, value = m.group(1), float(m.group(2))
+        if kind == "speed" and not 0.5 <= value <= 2.0:
+            raise ConfigError(
+                f"classifier.wave_augment: {part!r}: a speed factor must be in [0.5, 2]"
+            )
+        out.append((kind, value))
+    return out
+
+
 def validate(cfg: Config) -> Config:
     """Check value ranges and the few cross-field constraints; raise :class:`ConfigError`.
 
@@ -365,6 +401,11 @@ def validate(cfg: Config) -> Config:
     for key, value, ok, desc in pairs:
         if not ok:
             raise ConfigError(f"{key}={value!r}: must be {desc}")
+    if wave_views(cfg.classifier.wave_augment) and cfg.classifier.speaker_norm:
+        raise ConfigError(
+            "classifier.wave_augment and classifier.speaker_norm=true together are not supported "
+            "(the altered views would need their own speaker statistics)"
+        )
     return cfg
 
 

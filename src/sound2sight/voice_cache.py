@@ -23,14 +23,16 @@ from tqdm.auto import tqdm
 
 from sound2sight.audio import AudioError, _rms, load_audio, trim_silence
 from sound2sight.cache import FeatureCache, _hash_or_fail, config_hash
-from sound2sight.config import Config
+from sound2sight.config import Config, wave_views
 
 __all__ = [
     "VoiceBatch",
     "prepare_voice",
+    "alter_voice",
     "voice_namespace",
     "build_voice_cache",
     "load_voice_features",
+    "training_views",
 ]
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ ENCODE_BATCH = 16  # clips per encoder call (sorted by length, so little padding
 def prepare_voice(wave: np.ndarray, cfg: Config, *, name: str = "audio") -> np.ndarray:
     """Silence check, trim, RMS-normalise, centre-crop to ``classifier.max_seconds``.
 
-    >>> from sound2sight.config import Config
+    >>> from sound2sight.config import Config, wave_views
     >>> w = np.concatenate([np.zeros(8000), 0.3 * np.sin(np.arange(32000) / 5), np.zeros(8000)])
     >>> out = prepare_voice(w.astype(np.float32), Config())
     >>> len(out) < 40000, round(float(np.sqrt(np.mean(out ** 2))), 2)
@@ -67,8 +69,39 @@ def prepare_voice(wave: np.ndarray, cfg: Config, *, name: str = "audio") -> np.n
     return np.clip(out, -1.0, 1.0, out=out)
 
 
-def voice_namespace(cfg: Config, provenance: list[dict]) -> str:
-    """Cache namespace: weights' hashes + the settings that change the numbers."""
+def alter_voice(wave: np.ndarray, view: str, cfg: Config) -> np.ndarray:
+    """One training view of a prepared clip (``classifier.wave_augment``): ``speed<f>``
+    resamples so the clip plays ``f`` times as fast (tempo and pitch together, as in Kaldi's
+    speed perturbation); ``noise<dB>`` adds white noise that many dB under the voice's RMS.
+    The noise is seeded by the clip's length, so cached views reproduce.
+
+    >>> from sound2sight.config import Config
+    >>> w = (0.1 * np.sin(np.arange(16000) / 5)).astype(np.float32)
+    >>> len(alter_voice(w, "speed0.8", Config())), len(alter_voice(w, "noise20", Config()))
+    (20000, 16000)
+    """
+    (kind, value), *rest = wave_views(view) or [("", 0.0)]
+    if rest or not kind:
+        raise ValueError(f"alter_voice: one view expected, got {view!r}")
+    sr = cfg.audio.sample_rate
+    if kind == "speed":
+        import soxr
+
+        out = np.asarray(soxr.resample(wave, sr * value, sr), dtype=np.float32)
+        n_max = int(round(cfg.classifier.max_seconds * sr))
+        if len(out) > n_max:  # slower views are centre-cropped like the original
+            start = (len(out) - n_max) // 2
+            out = out[start : start + n_max]
+    else:
+        rng = np.random.default_rng([len(wave), int(value * 10)])
+        level = _rms(wave) * 10 ** (-value / 20)
+        out = wave + rng.standard_normal(len(wave)).astype(np.float32) * np.float32(level)
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def voice_namespace(cfg: Config, provenance: list[dict], view: str = "") -> str:
+    """Cache namespace: weights' hashes + the settings that change the numbers (+ the
+    training view, see :func:`alter_voice`)."""
     a, c = cfg.audio, cfg.classifier
     key = {
         "weights": [p["sha256"] for p in provenance],
@@ -79,6 +112,7 @@ def voice_namespace(cfg: Config, provenance: list[dict]) -> str:
         "max_seconds": c.max_seconds,
         "pool": c.feature_pool,
         **({"noise_floor_db": c.noise_floor_db} if c.noise_floor_db > 0 else {}),
+        **({"view": view} if view else {}),
     }
     return "voice-" + config_hash(key, version=VOICE_VERSION)
 
@@ -116,8 +150,11 @@ def build_voice_cache(
     cache: FeatureCache,
     *,
     progress: bool = True,
+    view: str = "",
 ) -> VoiceBatch:
-    """Make sure every file's voice features are cached; failures are reported, not raised."""
+    """Make sure every file's voice features are cached; failures are reported, not raised.
+
+    ``view``: encode the clips altered by :func:`alter_voice` (a training view) instead."""
     t0 = time.perf_counter()
     paths = [str(p) for p in paths]
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -129,7 +166,8 @@ def build_voice_cache(
         if k is not None and k not in todo and k not in cache:
             todo[k] = p
     bad: dict[str, str] = {}
-    bar = tqdm(total=len(todo), desc="voice features", unit="clip", disable=not progress)
+    desc = f"voice features ({view})" if view else "voice features"
+    bar = tqdm(total=len(todo), desc=desc, unit="clip", disable=not progress)
     items = list(todo.items())
     every = max(len(items) // 10, 256)
     done = 0
@@ -140,7 +178,8 @@ def build_voice_cache(
                 wave = load_audio(
                     path, sample_rate=cfg.audio.sample_rate, max_seconds=cfg.audio.max_seconds
                 )
-                decoded.append((key, prepare_voice(wave, cfg, name=path)))
+                wave = prepare_voice(wave, cfg, name=path)
+                decoded.append((key, alter_voice(wave, view, cfg) if view else wave))
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
                 msg = (
                     str(exc)
@@ -193,8 +232,9 @@ def stack_features(feats: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def load_voice_features(items, cfg: Config, *, progress: bool = True, encoder=None):
+def load_voice_features(items, cfg: Config, *, progress: bool = True, encoder=None, view: str = ""):
     """Cached voice features of ``items`` (computed on a miss); failed rows are dropped.
+    ``view``: of the clips altered by :func:`alter_voice` (a training view).
 
     Returns
     -------
@@ -211,7 +251,7 @@ def load_voice_features(items, cfg: Config, *, progress: bool = True, encoder=No
         for name in names:
             one = copy.deepcopy(cfg)
             one.classifier.encoder = name
-            parts.append(dict(zip(*_paths_and_feats(items, one, progress), strict=True)))
+            parts.append(dict(zip(*_paths_and_feats(items, one, progress, view=view), strict=True)))
         keep = [it for it in items if all(it.path in p for p in parts)]
         n_layers = max(p[keep[0].path].shape[0] for p in parts) if keep else 0
         feats = []
@@ -221,12 +261,12 @@ def load_voice_features(items, cfg: Config, *, progress: bool = True, encoder=No
             t = min(f.shape[1] for f in per)  # equal: both encoders see the same samples
             feats.append(np.concatenate([f[:, :t] for f in per], axis=-1))
         return keep, stack_features(feats)
-    its, feats = _paths_and_feats(items, cfg, progress, encoder)
+    its, feats = _paths_and_feats(items, cfg, progress, encoder, view)
     by_path = {it.path: it for it in items}
     return [by_path[p] for p in its], stack_features(feats)
 
 
-def _paths_and_feats(items, cfg: Config, progress: bool, encoder=None):
+def _paths_and_feats(items, cfg: Config, progress: bool, encoder=None, view: str = ""):
     """Paths that succeeded and their cached ``(L, T_i, C)`` features (one encoder)."""
     from sound2sight.models.voice import VoiceEncoder
     from sound2sight.train.common import cache_root
@@ -235,12 +275,15 @@ def _paths_and_feats(items, cfg: Config, progress: bool, encoder=None):
         encoder = VoiceEncoder.load(
             cfg.classifier.encoder, feature_pool=cfg.classifier.feature_pool
         )
-    cache = FeatureCache(cache_root(cfg), namespace=voice_namespace(cfg, encoder.provenance))
-    batch = build_voice_cache([it.path for it in items], cfg, encoder, cache, progress=progress)
+    ns = voice_namespace(cfg, encoder.provenance, view)
+    cache = FeatureCache(cache_root(cfg), namespace=ns)
+    paths = [it.path for it in items]
+    batch = build_voice_cache(paths, cfg, encoder, cache, progress=progress, view=view)
     ok = [it for it, k in zip(items, batch.keys, strict=True) if k is not None]
     log.info(
-        "voice features (%s): %d clips (%d cache hits, %d computed, %d failed) in %.1f s",
+        "voice features (%s%s): %d clips (%d cache hits, %d computed, %d failed) in %.1f s",
         cfg.classifier.encoder,
+        f", {view}" if view else "",
         len(ok),
         batch.hits,
         batch.misses,
@@ -249,3 +292,26 @@ def _paths_and_feats(items, cfg: Config, progress: bool, encoder=None):
     )
     feats = [cache.get(k) for k in batch.keys if k is not None]
     return [it.path for it in ok], feats
+
+
+def training_views(
+    train_items, x_tr: torch.Tensor, cfg: Config, *, progress: bool = True
+) -> list[torch.Tensor]:
+    """The training clips' voice features under each ``classifier.wave_augment`` view, row
+    for row like ``x_tr`` (a clip whose altered copy failed keeps its original features)."""
+    out = []
+    for kind, value in wave_views(cfg.classifier.wave_augment):
+        view = f"{kind}{value:g}"
+        ok, feats = load_voice_features(train_items, cfg, progress=progress, view=view)
+        row = {it.path: i for i, it in enumerate(ok)}
+        t = max(x_tr.shape[2], feats.shape[2])
+        x = torch.zeros(x_tr.shape[0], x_tr.shape[1], t, x_tr.shape[3], dtype=x_tr.dtype)
+        x[:, :, : x_tr.shape[2]] = x_tr
+        for i, it in enumerate(train_items):
+            if it.path in row:
+                f = torch.from_numpy(feats[row[it.path]])
+                x[i] = 0
+                x[i, :, : f.shape[1]] = f
+        log.info("training view %s: %d of %d clips", view, len(row), len(train_items))
+        out.append(x)
+    return out

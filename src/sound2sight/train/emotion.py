@@ -285,6 +285,11 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
     )
     x_tr = torch.as_tensor(mels[tr])  # float16 voice features stay compact until a batch
     y_tr = torch.as_tensor(y_all[tr])
+    views = [x_tr]  # + altered-waveform views of the training clips (classifier.wave_augment)
+    if whisper and cfg.classifier.wave_augment:
+        from sound2sight.voice_cache import training_views
+
+        views += training_views([items[i] for i in tr], x_tr, cfg, progress=progress)
     model = build_classifier(cfg.classifier, n_mels=0 if whisper else mels.shape[1]).to(device)
     if population is not None:
         model.population_mean.copy_(torch.from_numpy(population.mean))
@@ -312,7 +317,7 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
         torch.set_rng_state(state["rng"]["torch"])
         log.info("resumed from %s at epoch %d (best val macro-F1 %.4f)", ckpt.last, start, best)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    data = TensorDataset(x_tr, y_tr)
+    data = TensorDataset(torch.arange(len(tr)), y_tr)  # rows of x_tr (or of one of its views)
     for epoch in range(start, cfg.train.epochs):
         if bad >= cfg.train.patience:
             log.info("early stop: %d epochs without val macro-F1 gain", bad)
@@ -334,8 +339,9 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
         rng = np.random.default_rng([cfg.seed, epoch, rank])
         net.train()
         total, n = 0.0, 0
-        for xb, yb in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
-            xb = xb.float()
+        for ib, yb in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
+            view = int(rng.integers(len(views))) if len(views) > 1 else 0  # one per batch
+            xb = views[view][ib].float()
             if model.takes_mels:  # SpecAugment / mixup act on log-Mels
                 xb, perm, lam = augment(xb, cfg.train, rng)
             else:
