@@ -321,3 +321,32 @@ def test_guidance_needs_projected_discriminator(tiny_run):
 
     with pytest.raises(ValueError, match="guidance"):
         train_gan(_cfg(steps=1, guidance=1.0), tiny_run)  # _cfg: the resnet D
+
+
+def test_guide_negatives_make_a_blank_canvas_no_emotion():
+    """gan.guide_negatives: the guide learns flat canvases as a class of their own, so a flat
+    canvas in an emotion's colours no longer reads as that emotion (the guidance-2/4 collapse)."""
+    from sound2sight.models.image import load_image_encoder
+    from sound2sight.painting.augment import DiffAugment
+    from sound2sight.painting.projected import FeatureNet, fit_guide, flat_canvases
+
+    feats = FeatureNet(load_image_encoder()[0], size=64)  # the real ImageNet Lite0
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(24) % 3
+    tint = torch.eye(3)[y][:, :, None, None] * 0.8 - 0.4  # each emotion its own colour
+    x = (torch.rand(24, 3, 64, 64, generator=g) * 1.2 - 0.6 + tint).clamp(-1, 1)  # textured
+    images = ((x + 1) * 127.5).round().to(torch.uint8)
+    aug = DiffAugment("")
+    args = (feats, images, torch.cat([y[:-1], torch.tensor([-1])]), aug, g, "cpu")
+    plain, neg = fit_guide(*args), fit_guide(*args, negatives=True)
+    assert plain.linear.out_features == 3 and neg.linear.out_features == 4
+    with torch.no_grad():
+        flat = feats(flat_canvases(x), pooled=True)[1]
+        real = feats(x, pooled=True)[1]
+        ce = {
+            n: torch.nn.functional.cross_entropy(m(flat), y).item()
+            for n, m in (("plain", plain), ("neg", neg))
+        }
+        assert (neg(flat).argmax(1) == 3).float().mean() > 0.9  # a blank canvas is "no emotion"
+        assert (neg(real).argmax(1) == y).float().mean() > 0.9  # the paintings keep theirs
+    assert ce["neg"] > ce["plain"] + 1.0, ce

@@ -15,6 +15,7 @@ read as their emotion to it.  It is never the judge: the evaluation uses
 EfficientNet-Lite2 and held-out paintings (:mod:`sound2sight.painting.evaluate`).
 
 >>> from sound2sight.config import GANConfig
+from sound2sight.labels import EMOTIONS
 >>> from sound2sight.models.image import EfficientNetLite0, ImageEncoderConfig
 >>> feats = FeatureNet(EfficientNetLite0(ImageEncoderConfig()), size=64)
 >>> D = ProjectedDiscriminator(GANConfig(d_ch=8), feats)
@@ -24,6 +25,7 @@ EfficientNet-Lite2 and held-out paintings (:mod:`sound2sight.painting.evaluate`)
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -33,8 +35,18 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from sound2sight.config import GANConfig
+from sound2sight.labels import EMOTIONS
 
-__all__ = ["FeatureNet", "ProjectedDiscriminator", "EmotionGuide", "projected_hinge"]
+__all__ = [
+    "FeatureNet",
+    "ProjectedDiscriminator",
+    "EmotionGuide",
+    "fit_guide",
+    "flat_canvases",
+    "projected_hinge",
+]
+
+log = logging.getLogger(__name__)
 
 # The Lite0 stages whose outputs are tapped (strides 4, 8, 16, 32; 24/40/112/320 channels).
 _TAPS = (1, 2, 4, 6)
@@ -229,3 +241,52 @@ class EmotionGuide(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.linear((feats - self.mu) / self.sd)  # (B, n_classes)
+
+
+def flat_canvases(x: torch.Tensor) -> torch.Tensor:
+    """Low-texture copies of paintings ``(B, 3, H, W)`` in [-1, 1]: even rows a 4 x 4 colour
+    field blown up (bilinear), odd rows one mean colour — what a generator that found a
+    blank-canvas shortcut paints.
+
+    >>> y = flat_canvases(torch.rand(2, 3, 16, 16) * 2 - 1)
+    >>> y.shape, bool(y[1].std(dim=(1, 2)).max() < 1e-6)
+    (torch.Size([2, 3, 16, 16]), True)
+    """
+    h, w = x.shape[-2:]
+    field = F.interpolate(F.adaptive_avg_pool2d(x, 4), size=(h, w), mode="bilinear")
+    plain = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+    odd = (torch.arange(len(x), device=x.device) % 2 == 1)[:, None, None, None]
+    return torch.where(odd, plain, field)
+
+
+@torch.no_grad()
+def fit_guide(
+    features: FeatureNet, images, labels, aug, gen, dev, *, negatives: bool = False
+) -> EmotionGuide:
+    """The emotion-guidance probe, on pooled Lite0 features of real paintings ``images``
+    (uint8 ``(N, 3, H, W)``; ``labels`` -1 = unlabelled, skipped), clean and through ``aug``.
+
+    ``negatives`` (``gan.guide_negatives``): a fourth class of :func:`flat_canvases` copies,
+    so a blank canvas is *not* an emotion to the guide and G's cross-entropy towards the
+    intended emotion stays high for one."""
+    lab = torch.nonzero(labels >= 0).squeeze(1)
+    feats, ys = [], []
+    for copy in range(2):  # a clean and a DiffAugmented pass: G's paintings reach it augmented
+        for s in range(0, len(lab), 64):
+            x = images[lab[s : s + 64]].to(dev).float() / 127.5 - 1.0
+            x = aug(x, generator=gen) if copy else x
+            feats.append(features(x, pooled=True)[1].cpu())
+            ys.append(labels[lab[s : s + 64]])
+            if negatives:
+                feats.append(features(flat_canvases(x), pooled=True)[1].cpu())
+                ys.append(torch.full((len(x),), len(EMOTIONS)))
+    feats, y = torch.cat(feats), torch.cat(ys)
+    guide = EmotionGuide(feats.shape[1], len(EMOTIONS) + int(negatives)).fit(feats, y)
+    acc = (guide(feats).argmax(1) == y).float()
+    per = [float(acc[y == k].mean()) for k in y.unique().tolist()]
+    log.info(
+        "emotion guide: balanced accuracy %.3f on its training paintings%s",
+        np.mean(per),
+        f" (flat canvases: {per[-1]:.3f})" if negatives else "",
+    )
+    return guide.to(dev)

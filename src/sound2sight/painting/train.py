@@ -41,9 +41,9 @@ from sound2sight.painting.data import (
 from sound2sight.painting.evaluate import CheckpointFD
 from sound2sight.painting.model import Discriminator, Generator, ema_update, make_ema
 from sound2sight.painting.projected import (
-    EmotionGuide,
     FeatureNet,
     ProjectedDiscriminator,
+    fit_guide,
     projected_hinge,
 )
 from sound2sight.train.common import (
@@ -133,24 +133,6 @@ def _build_discriminator(cfg: Config, dev: torch.device, state: dict | None):
     return ProjectedDiscriminator(g, features).to(dev), features
 
 
-@torch.no_grad()
-def _fit_guide(features: FeatureNet, images, labels, aug: DiffAugment, gen, dev) -> EmotionGuide:
-    """The emotion-guidance probe, on pooled Lite0 features of (augmented) real paintings."""
-    lab = torch.nonzero(labels >= 0).squeeze(1)
-    feats = []
-    for copy in range(2):  # a clean and a DiffAugmented pass: G's paintings reach it augmented
-        for s in range(0, len(lab), 64):
-            x = images[lab[s : s + 64]].to(dev).float() / 127.5 - 1.0
-            x = aug(x, generator=gen) if copy else x
-            feats.append(features(x, pooled=True)[1].cpu())
-    feats, y = torch.cat(feats), labels[lab].repeat(2)
-    guide = EmotionGuide(feats.shape[1], len(EMOTIONS)).fit(feats, y)
-    acc = (guide(feats).argmax(1) == y).float()
-    per = [float(acc[y == k].mean()) for k in y.unique().tolist()]
-    log.info("emotion guide: balanced accuracy %.3f on its training paintings", np.mean(per))
-    return guide.to(dev)
-
-
 def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) -> dict:
     g = cfg.gan
     gen = seed_everything(cfg.seed)
@@ -195,8 +177,14 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
                 "gan.guidance needs gan.discriminator=projected (it reads its features); "
                 "with the resnet discriminator set gan.guidance=0"
             )
-        guide = _fit_guide(
-            features, images, labels, aug, torch.Generator().manual_seed(cfg.seed), dev
+        guide = fit_guide(
+            features,
+            images,
+            labels,
+            aug,
+            torch.Generator().manual_seed(cfg.seed),
+            dev,
+            negatives=g.guide_negatives,
         )
     scorer = CheckpointFD(cfg, images, labels, items, val_bank, dev) if g.fd_samples > 0 else None
 
