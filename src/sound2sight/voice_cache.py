@@ -44,7 +44,7 @@ ENCODE_BATCH = 16  # clips per encoder call (sorted by length, so little padding
 def prepare_voice(wave: np.ndarray, cfg: Config, *, name: str = "audio") -> np.ndarray:
     """Silence check, trim, RMS-normalise, centre-crop to ``classifier.max_seconds``.
 
-    >>> from sound2sight.config import Config, wave_views
+    >>> from sound2sight.config import Config
     >>> w = np.concatenate([np.zeros(8000), 0.3 * np.sin(np.arange(32000) / 5), np.zeros(8000)])
     >>> out = prepare_voice(w.astype(np.float32), Config())
     >>> len(out) < 40000, round(float(np.sqrt(np.mean(out ** 2))), 2)

@@ -15,7 +15,6 @@ read as their emotion to it.  It is never the judge: the evaluation uses
 EfficientNet-Lite2 and held-out paintings (:mod:`sound2sight.painting.evaluate`).
 
 >>> from sound2sight.config import GANConfig
-from sound2sight.labels import EMOTIONS
 >>> from sound2sight.models.image import EfficientNetLite0, ImageEncoderConfig
 >>> feats = FeatureNet(EfficientNetLite0(ImageEncoderConfig()), size=64)
 >>> D = ProjectedDiscriminator(GANConfig(d_ch=8), feats)
