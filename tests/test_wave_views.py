@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sound2sight.audio import _rms
 from sound2sight.config import Config, ConfigError, load_config, wave_views
 from sound2sight.datasets.base import AudioItem
 from sound2sight.labels import EMOTIONS
 from sound2sight.synthetic import synth_voice
-from sound2sight.voice_cache import _rms, alter_voice
+from sound2sight.voice_cache import alter_voice
 
 SR = 16000
 

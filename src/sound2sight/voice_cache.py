@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sound2sight.audio import AudioError, _rms, load_audio, trim_silence
+from sound2sight.audio import AudioError, _rms, fix_length, load_audio, trim_silence
 from sound2sight.cache import FeatureCache, _hash_or_fail, config_hash
 from sound2sight.config import Config, wave_views
 
@@ -59,8 +59,7 @@ def prepare_voice(wave: np.ndarray, cfg: Config, *, name: str = "audio") -> np.n
     voiced = trim_silence(wave, top_db=a.top_db)
     n_max = int(round(cfg.classifier.max_seconds * a.sample_rate))
     if len(voiced) > n_max:
-        start = (len(voiced) - n_max) // 2
-        voiced = voiced[start : start + n_max]
+        voiced = fix_length(voiced, n_max)
     out = np.multiply(voiced, np.float32(a.target_rms / max(_rms(voiced), 1e-8)), dtype=np.float32)
     if cfg.classifier.noise_floor_db > 0:  # one noise floor for clean and noisy recordings
         rng = np.random.default_rng(len(out))  # deterministic: cached features reproduce
@@ -90,8 +89,7 @@ def alter_voice(wave: np.ndarray, view: str, cfg: Config) -> np.ndarray:
         out = np.asarray(soxr.resample(wave, sr * value, sr), dtype=np.float32)
         n_max = int(round(cfg.classifier.max_seconds * sr))
         if len(out) > n_max:  # slower views are centre-cropped like the original
-            start = (len(out) - n_max) // 2
-            out = out[start : start + n_max]
+            out = fix_length(out, n_max)
     else:
         rng = np.random.default_rng([len(wave), int(value * 10)])
         level = _rms(wave) * 10 ** (-value / 20)
