@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sound2sight import vad
 from sound2sight.audio import AudioError, load_audio
@@ -79,6 +81,61 @@ def test_non_speech_is_rejected(case):
         AudioError, match=r"^bad\.wav: no speech detected \(only 0\.00 s of speech found"
     ):
         vad.extract_speech(wave, name="bad.wav")
+
+
+def _hum(n: int, hz: float, level: float) -> np.ndarray:
+    return (level * np.sin(2 * np.pi * hz * np.arange(n) / SR)).astype(np.float32)
+
+
+def _channel_faults(wave: np.ndarray) -> dict[str, np.ndarray]:
+    """What cheap microphones add: a DC offset, mains hum, rumble (levels vs the voice's RMS)."""
+    rms = float(np.sqrt(np.mean(wave**2)))
+    n = len(wave)
+    return {
+        "dc offset 0.2": wave + np.float32(0.2),
+        "dc offset -0.05": wave - np.float32(0.05),
+        "50 Hz hum, 2x the voice": wave + _hum(n, 50, 2 * rms),
+        "30 Hz rumble, 3x the voice": wave + _hum(n, 30, 3 * rms),
+        "40 Hz hum + dc": wave + _hum(n, 40, rms) + np.float32(0.1),
+    }
+
+
+@pytest.mark.parametrize("fault", list(_channel_faults(np.ones(4, np.float32))))
+def test_speech_with_dc_offset_or_hum_passes(voice, fault):
+    """A DC offset or hum below 60 Hz once owned every frame's peak and the clip was refused."""
+    clean = vad.speech_seconds(voice)
+    wave = _channel_faults(voice)[fault]
+    assert np.median(vad._peak_share(wave)) < 0.9
+    assert vad.speech_seconds(wave) >= 0.6 * clean
+    assert len(vad.extract_speech(wave, name="hum.wav")) > SR // 2
+
+
+@pytest.mark.parametrize("fault", ["dc offset 0.2", "50 Hz hum, 2x the voice", "40 Hz hum + dc"])
+def test_real_speech_in_repo_with_hum_passes(fault):
+    if not REPO_CLIPS:
+        pytest.skip(f"no clips in {REPO_SPEECH}")
+    for path in REPO_CLIPS[:2]:
+        wave = _channel_faults(load_audio(path, sample_rate=SR))[fault]
+        assert len(vad.extract_speech(wave, name=path.name)) > SR // 2, path.name
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    dc=st.floats(-1.0, 1.0),
+    hz=st.floats(0.0, 8000.0),
+    tone=st.floats(0.0, 1.0),
+    noise=st.floats(0.0, 0.5),
+    n=st.integers(0, 4 * 512 + 7),
+)
+def test_peak_share_is_a_share(seed, dc, hz, tone, noise, n):
+    """For any signal (DC, a tone anywhere up to Nyquist, noise, silence) it lies in [0, 1]."""
+    t = np.arange(n) / SR
+    rng = np.random.default_rng(seed)
+    wave = dc + tone * np.sin(2 * np.pi * hz * t) + noise * rng.normal(size=n)
+    share = vad._peak_share(wave.astype(np.float32))
+    assert share.shape == (n // 512,)
+    assert np.all(share >= 0.0) and np.all(share <= 1.0)
 
 
 def test_error_message_names_clip_and_duration(voice):

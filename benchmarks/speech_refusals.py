@@ -1,0 +1,141 @@
+"""How many real speech clips the speech check refuses, before and after a change to it.
+
+Every clip of the shared pool (RAVDESS, TESS, SAVEE, CREMA-D: 6,016 acted utterances, all
+of them speech) goes through :func:`sound2sight.vad.extract_speech` with the pipeline's
+settings, as the checked-out code has it ("after") and as a git revision had it
+("before", ``--before REV``, default ``HEAD``: that revision's ``src/sound2sight/vad.py``
+loaded beside the current one).  Each clip is also checked with a DC offset and with 50 Hz
+hum added (``--faults``), the faults cheap microphones add.  Every clip still refused is
+listed with the reason.
+
+Usage::
+
+    python benchmarks/speech_refusals.py --data ../shared/data/audio --before 'HEAD~1'
+
+Prints a table and writes ``benchmarks/results/speech_refusals.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sound2sight.io import atomic_write_json
+
+REPO = Path(__file__).resolve().parents[1]
+SR = 16000
+
+
+def load_revision(rev: str):
+    """``sound2sight.vad`` as it was at git revision ``rev`` (a module of its own)."""
+    src = subprocess.run(
+        ["git", "show", f"{rev}:src/sound2sight/vad.py"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    spec = importlib.util.spec_from_loader(f"vad_{rev.replace('~', '_')}", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    exec(compile(src, f"{rev}:vad.py", "exec"), module.__dict__)  # noqa: S102 - our own file
+    return module
+
+
+def faults(wave: np.ndarray) -> dict[str, np.ndarray]:
+    rms = float(np.sqrt(np.mean(wave**2))) if wave.size else 0.0
+    n = np.arange(len(wave)) / SR
+    return {
+        "as recorded": wave,
+        "dc offset 0.1": wave + np.float32(0.1),
+        "50 Hz hum (1x voice RMS)": wave + (rms * np.sin(2 * np.pi * 50 * n)).astype(np.float32),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="folder with RAVDESS/ TESS/ ...")
+    ap.add_argument("--before", default="HEAD", help="git revision of the 'before' arm")
+    ap.add_argument("--faults", action="store_true", help="also with a DC offset and hum")
+    ap.add_argument("--limit", type=int, default=0, help="first N clips only (a smoke run)")
+    ap.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "results" / "speech_refusals.json"
+    )
+    args = ap.parse_args(argv)
+    import torch
+
+    from sound2sight import vad as after
+    from sound2sight.audio import AudioError, load_audio
+    from sound2sight.config import PipelineConfig
+
+    torch.set_num_threads(1)
+    before = load_revision(args.before)
+    pc = PipelineConfig()
+    clips = sorted(p for p in args.data.rglob("*") if p.suffix.lower() in (".wav", ".mp3", ".flac"))
+    clips = [p for p in clips if "originals" not in p.parts]
+    if args.limit:
+        clips = clips[: args.limit]
+    arms = {"before": before, "after": after}
+    kinds = list(faults(np.zeros(1, np.float32))) if args.faults else ["as recorded"]
+    refused: dict[str, dict[str, list]] = {a: {k: [] for k in kinds} for a in arms}
+    undecodable, t0 = [], time.perf_counter()
+    for path in tqdm(clips, desc="speech check", unit="clip"):
+        rel = str(path.relative_to(args.data))
+        try:
+            wave = load_audio(path, sample_rate=SR)
+        except AudioError as exc:  # not a speech-check refusal: the file does not decode
+            undecodable.append({"clip": rel, "reason": str(exc)})
+            continue
+        versions = faults(wave)
+        for kind in kinds:
+            for name, mod in arms.items():
+                try:
+                    mod.extract_speech(
+                        versions[kind],
+                        name=rel,
+                        threshold=pc.vad_threshold,
+                        min_speech=pc.min_speech,
+                    )
+                except mod.AudioError as exc:
+                    share = float(np.median(mod._peak_share(versions[kind])))
+                    refused[name][kind].append(
+                        {"clip": rel, "reason": str(exc), "median_peak_share": round(share, 3)}
+                    )
+    n = len(clips) - len(undecodable)
+    summary = {
+        a: {k: {"refused": len(v), "share": len(v) / max(n, 1)} for k, v in by.items()}
+        for a, by in refused.items()
+    }
+    print(
+        f"\n{len(clips)} clips ({len(undecodable)} undecodable), {time.perf_counter() - t0:.0f} s"
+    )
+    print(f"{'input':<28}{'before':>16}{'after':>16}")
+    for k in kinds:
+        cells = [f"{summary[a][k]['refused']} ({100 * summary[a][k]['share']:.2f} %)" for a in arms]
+        print(f"{k:<28}{cells[0]:>16}{cells[1]:>16}")
+    print("\nstill refused after the change (as recorded):")
+    for r in refused["after"]["as recorded"]:
+        print(f"  {r['clip']}: {r['reason']} (median peak share {r['median_peak_share']})")
+    out = {
+        "before_revision": args.before,
+        "n_clips": len(clips),
+        "n_decoded": n,
+        "undecodable": undecodable,
+        "settings": {"vad_threshold": pc.vad_threshold, "min_speech": pc.min_speech},
+        "summary": summary,
+        "refused": refused,
+    }
+    atomic_write_json(args.out, out)
+    print(f"wrote {args.out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
