@@ -1,4 +1,5 @@
-"""Training views from altered waveforms (``classifier.wave_augment``): speed and noise."""
+"""Training views from altered waveforms (``classifier.wave_augment``): speed, noise and
+random recording channels."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sound2sight import channel
 from sound2sight.audio import _rms
 from sound2sight.config import Config, ConfigError, load_config, wave_views
 from sound2sight.datasets.base import AudioItem
@@ -86,3 +88,187 @@ def test_training_draws_batches_from_the_views(tmp_path):
     _, orig = load_voice_features(items[:1], cfg, progress=False)
     _, slow = load_voice_features(items[:1], cfg, progress=False, view="speed0.9")
     assert slow.shape[2] > orig.shape[2]  # the slower copy has more frames
+
+
+# --- channel<N>: a random recording channel (sound2sight.channel) ---------------------------
+
+
+def _tone(hz: float, seconds: float = 2.0, amp: float = 0.1) -> np.ndarray:
+    return amp * np.sin(2 * np.pi * hz * np.arange(int(SR * seconds)) / SR)
+
+
+def _gain_db(out: np.ndarray, inp: np.ndarray) -> float:
+    """Steady-state level change (the first 0.25 s, the filters' transient, left out)."""
+    s = slice(SR // 4, None)
+    return float(20 * np.log10(_rms(out[s]) / _rms(inp[s])))
+
+
+def _band_energy(x: np.ndarray, lo: float, hi: float) -> float:
+    power = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    return float(power[(f >= lo) & (f < hi)].sum())
+
+
+def test_channel_view_is_deterministic_per_clip_and_number():
+    voice = synth_voice("angry", speaker=2, seed=4).astype(np.float32)
+    one = alter_voice(voice, "channel1", Config())
+    np.testing.assert_array_equal(one, alter_voice(voice, "channel1", Config()))  # cached views
+    np.testing.assert_array_equal(one, channel.random_channel(voice, 1, SR))
+    assert not np.array_equal(one, alter_voice(voice, "channel2", Config()))
+    other = synth_voice("angry", speaker=3, seed=5).astype(np.float32)
+    draws = {  # another clip draws another channel for the same N
+        repr(channel.draw_channel(np.random.default_rng(channel.channel_seed(w, 1))))
+        for w in (voice, other)
+    }
+    assert len(draws) == 2
+
+
+@pytest.mark.parametrize("n", range(1, 13))
+def test_channel_view_keeps_length_dtype_range_and_level(n):
+    voice = synth_voice("happy", speaker=n % 4, seed=n).astype(np.float32)
+    voice *= np.float32(0.1 / _rms(voice))  # as prepare_voice leaves it
+    out = alter_voice(voice, f"channel{n}", Config())
+    assert out.dtype == np.float32 and out.shape == voice.shape
+    assert np.abs(out).max() <= 1.0 and np.isfinite(out).all()
+    assert _rms(out) == pytest.approx(_rms(voice), rel=0.02)  # back at the input's RMS
+    assert not np.allclose(out, voice, atol=1e-3)
+    loud = np.clip(voice * 8, -1, 1)  # a clipped, hot input stays in range too
+    assert np.abs(alter_voice(loud, f"channel{n}", Config())).max() <= 1.0
+
+
+def test_channel_draws_follow_their_probabilities_and_ranges():
+    chans = [channel.draw_channel(np.random.default_rng(s)) for s in range(2000)]
+    share = {
+        "tilt": np.mean([c.tilt_db_per_octave is not None for c in chans]),
+        "telephone": np.mean([c.telephone for c in chans]),
+        "reverb": np.mean([c.reverb is not None for c in chans]),
+        "dc": np.mean([c.dc != 0 for c in chans]),
+        "pink": np.mean([c.pink for c in chans]),
+    }
+    want = {"tilt": 0.5, "telephone": 0.4, "reverb": 0.5, "dc": 0.3, "pink": 0.5}
+    for k, p in want.items():
+        assert share[k] == pytest.approx(p, abs=0.05), k
+    for c in chans:
+        if c.tilt_db_per_octave is None:
+            assert 2 <= len(c.peaks) <= 4
+            assert all(150 <= f <= 6000 and -6 <= g <= 6 and 0.7 <= q <= 2 for f, g, q in c.peaks)
+        else:
+            assert -6 <= c.tilt_db_per_octave <= 6 and not c.peaks
+        if not c.telephone:
+            assert 50 <= c.high_pass_hz <= 150
+            assert c.low_pass_hz is None or 3500 <= c.low_pass_hz < 0.95 * SR / 2
+        if c.reverb is not None:
+            assert 0.2 <= c.reverb[0] <= 0.8 and 0 <= c.reverb[1] <= 10
+        assert 20 <= c.snr_db <= 40 and abs(c.dc) <= 0.05 and -10 <= c.gain_db <= 6
+    assert any(c.low_pass_hz is None for c in chans if not c.telephone)  # full band too
+
+
+def test_tilt_turns_the_spectrum_about_1khz():
+    for hz, octaves in ((250, -2), (500, -1), (1000, 0), (2000, 1), (4000, 2), (6000, 2)):
+        x = _tone(hz)  # flat beyond 2 octaves from 1 kHz
+        assert _gain_db(channel.tilt(x, 6.0, SR), x) == pytest.approx(6 * octaves, abs=0.2)
+        assert _gain_db(channel.tilt(x, -3.0, SR), x) == pytest.approx(-3 * octaves, abs=0.2)
+    noise = np.random.default_rng(0).standard_normal(SR * 2)
+
+    def high_over_low(x):
+        return _band_energy(x, 2000, 8000) / _band_energy(x, 100, 500)
+
+    assert high_over_low(channel.tilt(noise, 4.0, SR)) > 10 * high_over_low(noise)
+    assert high_over_low(channel.tilt(noise, -4.0, SR)) < 0.1 * high_over_low(noise)
+
+
+def test_peaking_eq_boosts_and_cuts_its_bands_only():
+    x = _tone(1000)
+    assert _gain_db(channel.peaking_eq(x, [(1000, 6.0, 1.0)], SR), x) == pytest.approx(6, abs=0.1)
+    assert _gain_db(channel.peaking_eq(x, [(1000, -4.0, 1.5)], SR), x) == pytest.approx(-4, abs=0.1)
+    for far in (100, 7000):
+        y = _tone(far)
+        assert abs(_gain_db(channel.peaking_eq(y, [(1000, 6.0, 1.0)], SR), y)) < 0.5
+
+
+def test_band_limit_removes_out_of_band_energy():
+    lo, hi = channel.TELEPHONE
+    for hz in (100, 150, 5000, 7000):  # outside 300-3,400 Hz: > 20 dB down
+        x = _tone(hz)
+        assert _gain_db(channel.band_limit(x, lo, hi, SR), x) < -20, hz
+    for hz in (500, 1000, 2500):
+        x = _tone(hz)
+        assert abs(_gain_db(channel.band_limit(x, lo, hi, SR), x)) < 1, hz
+    noise = np.random.default_rng(1).standard_normal(SR * 2)
+    out = channel.band_limit(noise, lo, hi, SR)
+    assert _band_energy(out, 0, 150) < 0.01 * _band_energy(noise, 0, 150)
+    assert _band_energy(out, 5000, 8000) < 0.01 * _band_energy(noise, 5000, 8000)
+    for hz, want in ((30, "cut"), (1000, "pass"), (7000, "cut")):  # high-pass 100, low-pass 4k
+        x = _tone(hz)
+        g = _gain_db(channel.band_limit(x, 100, 4000, SR), x)
+        assert g < -20 if want == "cut" else abs(g) < 1, hz
+    x = _tone(7000)
+    assert abs(_gain_db(channel.band_limit(x, 100, None, SR), x)) < 0.1  # no low-pass
+
+
+def _rt60(response: np.ndarray) -> float:
+    """Schroeder backward integration: the -5 to -25 dB decay, extrapolated to 60 dB."""
+    edc = np.cumsum(response[::-1] ** 2)[::-1]
+    db = 10 * np.log10(edc / edc[0] + 1e-30)
+    t5, t25 = np.argmax(db <= -5), np.argmax(db <= -25)
+    return float(3 * (t25 - t5) / SR)
+
+
+def test_reverb_lengthens_the_decay_of_a_click():
+    click = np.zeros(SR * 2)
+    click[100] = 1.0
+    wet = channel.reverberate(click, 0.5, 5.0, np.random.default_rng(0), SR)
+    assert wet.shape == click.shape
+    assert _rt60(wet[100:]) == pytest.approx(0.5, rel=0.15)
+    late = slice(100 + SR // 20, None)  # 50 ms after the click
+    assert _rms(click[late]) == 0 and _rms(wet[late]) > 0
+    drr = 10 * np.log10(wet[100] ** 2 / np.sum(wet[101:] ** 2))
+    assert drr == pytest.approx(5.0, abs=0.01)
+    longer = channel.reverberate(click, 0.8, 5.0, np.random.default_rng(0), SR)
+    assert _rt60(longer[100:]) > _rt60(wet[100:])
+    voice = synth_voice("sad", speaker=1, seed=2)
+    assert channel.reverberate(voice, 0.8, 0.0, np.random.default_rng(0), SR).shape == voice.shape
+
+
+def test_noise_has_the_asked_snr_and_colour():
+    voice = synth_voice("happy", speaker=0, seed=1).astype(np.float64)
+    for pink in (False, True):
+        noisy = channel.add_noise(voice, 30.0, np.random.default_rng(3), pink=pink)
+        snr = 20 * np.log10(_rms(voice) / _rms(noisy - voice))
+        assert snr == pytest.approx(30, abs=1)
+    silent = np.zeros(SR * 4)
+    white = channel.add_noise(silent + 0.1, 0.0, np.random.default_rng(4)) - 0.1
+    pink = channel.add_noise(silent + 0.1, 0.0, np.random.default_rng(4), pink=True) - 0.1
+
+    def low_over_high(x):  # three octaves each
+        return 10 * np.log10(_band_energy(x, 125, 1000) / _band_energy(x, 1000, 8000))
+
+    assert low_over_high(white) == pytest.approx(10 * np.log10(875 / 7000), abs=0.5)
+    assert low_over_high(pink) == pytest.approx(0, abs=1)  # equal energy per octave
+
+
+def test_dc_offset_and_level_change():
+    x = _tone(440)
+    assert np.mean(channel.dc_offset(x, 0.03)) == pytest.approx(np.mean(x) + 0.03, abs=1e-9)
+    quiet = channel.level_and_clip(x, -10.0)
+    assert _rms(quiet) == pytest.approx(_rms(x) * 10 ** (-0.5), rel=1e-9)
+    hot = channel.level_and_clip(_tone(440, amp=0.8), 6.0)  # peaks at 1.6: clipped
+    assert hot.max() == 1.0 and hot.min() == -1.0
+
+
+def test_channel_config_entries():
+    assert wave_views("channel1, channel2,channel99") == [
+        ("channel", 1.0),
+        ("channel", 2.0),
+        ("channel", 99.0),
+    ]
+    assert wave_views("speed0.9,channel3,noise20")[1] == ("channel", 3.0)
+    cfg = load_config(overrides=["classifier.wave_augment=channel1,channel2,channel3"])
+    assert cfg.classifier.wave_augment == "channel1,channel2,channel3"
+    for bad in ("channel0", "channel100", "channel1.5"):
+        with pytest.raises(ConfigError, match=rf"classifier.wave_augment: '{bad}': .*1\.\.99"):
+            load_config(overrides=[f"classifier.wave_augment={bad}"])
+    with pytest.raises(ConfigError, match="classifier.wave_augment: 'channel'.*channel<N>"):
+        wave_views("channel")
+    with pytest.raises(ConfigError, match="speaker_norm"):
+        load_config(overrides=["classifier.wave_augment=channel1", "classifier.speaker_norm=true"])

@@ -104,7 +104,7 @@ class ClassifierConfig:
     pretrained: str = ""  # a voice model shipped with the package (e.g. voice-cremad-tiny) instead of training one
     noise_floor_db: float = 0.0  # whisper: add white noise this many dB below the voice's RMS (e.g. 30; 0 = off) so clean and noisy recordings share one noise floor
     feature_pool: int = 4  # whisper: encoder frames (20 ms) averaged per cached feature frame
-    wave_augment: str = ""  # whisper, training only: extra views of each training clip, encoded from an altered waveform (comma list of speed<factor>, e.g. speed0.9 = 10 % slower and lower, and noise<dB>, e.g. noise20 = white noise 20 dB under the voice); each batch takes one view at random; empty = off
+    wave_augment: str = ""  # whisper, training only: extra views of each training clip, encoded from an altered waveform (comma list of speed<factor>, e.g. speed0.9 = 10 % slower and lower, noise<dB>, e.g. noise20 = white noise 20 dB under the voice, and channel<N>, N in 1..99, e.g. channel1,channel2,channel3 = three random recording channels per clip: room, noise, mic colour, band limit, DC, clipping; channel.py); each batch takes one view at random; empty = off
     speaker_norm: bool = False  # whisper, transductive: standardise features by each speaker's own statistics (speaker.py; at inference: Sound2Sight.calibrate_to_speaker)
     width: int = 16  # channels of the first conv stage (16: ~16 MMAC per 3 s clip)
     depth: int = 3  # conv stages
@@ -341,7 +341,7 @@ _RULES: dict[str, tuple] = {
 }
 
 
-_VIEW = re.compile(r"(speed|noise)(\d+(?:\.\d+)?)")
+_VIEW = re.compile(r"(speed|noise|channel)(\d+(?:\.\d+)?)")
 
 
 def wave_views(spec: str) -> list[tuple[str, float]]:
@@ -349,6 +349,8 @@ def wave_views(spec: str) -> list[tuple[str, float]]:
 
     >>> wave_views("speed0.9, noise20")
     [('speed', 0.9), ('noise', 20.0)]
+    >>> wave_views("channel1,channel2")
+    [('channel', 1.0), ('channel', 2.0)]
     >>> wave_views("speed3")
     Traceback (most recent call last):
     ...
@@ -361,13 +363,17 @@ def wave_views(spec: str) -> list[tuple[str, float]]:
         m = _VIEW.fullmatch(part)
         if m is None:
             raise ConfigError(
-                f"classifier.wave_augment: {part!r}: expected speed<factor> (e.g. speed0.9) "
-                "or noise<dB> (e.g. noise20)"
+                f"classifier.wave_augment: {part!r}: expected speed<factor> (e.g. speed0.9), "
+                "noise<dB> (e.g. noise20) or channel<N> (e.g. channel1)"
             )
         kind, value = m.group(1), float(m.group(2))
         if kind == "speed" and not 0.5 <= value <= 2.0:
             raise ConfigError(
                 f"classifier.wave_augment: {part!r}: a speed factor must be in [0.5, 2]"
+            )
+        if kind == "channel" and not (value.is_integer() and 1 <= value <= 99):
+            raise ConfigError(
+                f"classifier.wave_augment: {part!r}: a channel number must be an integer in 1..99"
             )
         out.append((kind, value))
     return out

@@ -71,13 +71,18 @@ def prepare_voice(wave: np.ndarray, cfg: Config, *, name: str = "audio") -> np.n
 def alter_voice(wave: np.ndarray, view: str, cfg: Config) -> np.ndarray:
     """One training view of a prepared clip (``classifier.wave_augment``): ``speed<f>``
     resamples so the clip plays ``f`` times as fast (tempo and pitch together, as in Kaldi's
-    speed perturbation); ``noise<dB>`` adds white noise that many dB under the voice's RMS.
-    The noise is seeded by the clip's length, so cached views reproduce.
+    speed perturbation); ``noise<dB>`` adds white noise that many dB under the voice's RMS;
+    ``channel<N>`` passes it through the clip's random recording channel number ``N``
+    (:func:`sound2sight.channel.random_channel`: room, noise, microphone colour, band limit,
+    DC offset, clipping; same length and RMS).  The noise is seeded by the clip's length,
+    a channel by the clip's samples and ``N``, so cached views reproduce.
 
     >>> from sound2sight.config import Config
     >>> w = (0.1 * np.sin(np.arange(16000) / 5)).astype(np.float32)
     >>> len(alter_voice(w, "speed0.8", Config())), len(alter_voice(w, "noise20", Config()))
     (20000, 16000)
+    >>> len(alter_voice(w, "channel1", Config()))
+    16000
     """
     (kind, value), *rest = wave_views(view) or [("", 0.0)]
     if rest or not kind:
@@ -90,6 +95,10 @@ def alter_voice(wave: np.ndarray, view: str, cfg: Config) -> np.ndarray:
         n_max = int(round(cfg.classifier.max_seconds * sr))
         if len(out) > n_max:  # slower views are centre-cropped like the original
             out = fix_length(out, n_max)
+    elif kind == "channel":
+        from sound2sight.channel import random_channel
+
+        out = random_channel(wave, int(value), sr)
     else:
         rng = np.random.default_rng([len(wave), int(value * 10)])
         level = _rms(wave) * 10 ** (-value / 20)
