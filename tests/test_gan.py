@@ -1,4 +1,4 @@
-"""Conditional GAN: shapes, conditioning, spectral norm, losses, DiffAugment, metrics, smoke runs."""
+"""Latent conditional GAN: shapes, conditioning, spectral norm, losses, DiffAugment, probe, metrics, smoke runs."""
 
 from __future__ import annotations
 
@@ -26,11 +26,14 @@ from sound2sight.painting.metrics import (
 )
 from sound2sight.painting.model import (
     ConditionBank,
+    ConditionWhitening,
     Discriminator,
     Generator,
     ema_update,
     generate,
+    inference_conditions,
     load_generator,
+    neighbour_conditions,
 )
 
 TINY = GANConfig(g_ch=4, d_ch=4, z_dim=32)
@@ -39,19 +42,24 @@ TINY = GANConfig(g_ch=4, d_ch=4, z_dim=32)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("res", [64, 128])
-def test_shapes(res):
-    cfg = GANConfig(g_ch=4, d_ch=4, z_dim=32, resolution=res)
+@pytest.mark.parametrize("size,side", [(128, 16), (256, 32)])
+def test_shapes(size, side):
+    cfg = GANConfig(g_ch=4, d_ch=4, z_dim=32, image_size=size)
     G, D = Generator(cfg), Discriminator(cfg)
     x = G(torch.randn(3, 32), torch.randn(3, 128))
-    assert x.shape == (3, 3, res, res)
-    assert x.abs().max() <= 1.0
+    assert x.shape == (3, 32, side, side)  # a TAEF2 latent of a size-px painting
     assert D(x, torch.randn(3, 128)).shape == (3,)
+    img = generate(G.eval(), torch.randn(2, 128), generator=torch.Generator().manual_seed(0))
+    assert img.shape == (2, size, size, 3) and img.dtype == np.uint8
 
 
-def test_bad_resolution_is_refused():
-    with pytest.raises(ValueError, match="resolution"):
-        Generator(GANConfig(resolution=96))
+def test_bad_image_size_is_refused():
+    with pytest.raises(ValueError, match="image_size"):
+        Generator(GANConfig(image_size=96))
+    from sound2sight.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="gan.image_size"):
+        load_config(overrides=["gan.image_size=64"])
 
 
 def test_conditional_batchnorm_conditions():
@@ -63,6 +71,52 @@ def test_conditional_batchnorm_conditions():
     assert (x[0] - x[1]).abs().mean() > 1e-3  # same noise, different condition
     same = G(z, c[:1].expand(2, -1))
     assert torch.allclose(same[0], same[1], atol=1e-5)
+    other_noise = G(torch.randn(2, 32), c[:1].expand(2, -1))
+    assert (other_noise[0] - other_noise[1]).abs().mean() > 1e-3  # hierarchical noise reaches it
+
+
+def test_whitening_spreads_crowded_conditions():
+    """Shared-space points crowd by emotion; whitened, their small directions count."""
+    g = torch.Generator().manual_seed(0)
+    centre = torch.nn.functional.normalize(torch.randn(3, 128, generator=g), dim=1)
+    pts = centre[torch.arange(300) % 3] + 0.05 * torch.randn(300, 128, generator=g)
+    w = ConditionWhitening(128)
+    w.fit(pts)
+    cov = torch.cov(w(pts).T)
+    assert torch.allclose(cov, torch.eye(128), atol=0.05)
+    D = Discriminator(TINY)
+    D.whiten.fit(pts)
+    assert D(torch.randn(4, 32, 16, 16), pts[:4]).shape == (4,)
+
+
+def test_neighbour_conditions_pick_among_the_nearest_paintings():
+    paintings = torch.nn.functional.normalize(
+        torch.randn(50, 8, generator=torch.Generator().manual_seed(0)), dim=1
+    )
+    voice = paintings[:1] + 0.01
+    g = torch.Generator().manual_seed(1)
+    picked = neighbour_conditions(voice.expand(40, -1), paintings, k=3, generator=g)
+    sims = (paintings @ torch.nn.functional.normalize(voice, dim=1).T).squeeze(1)
+    nearest = set(sims.topk(3).indices.tolist())
+    rows = {int((paintings == p).all(1).nonzero()) for p in picked}
+    assert rows <= nearest and len(rows) > 1  # only the 3 nearest, and not always the same
+    cfg = GANConfig(condition="voice")
+    assert torch.equal(inference_conditions(voice, paintings, cfg), voice)
+    assert torch.equal(inference_conditions(voice, None, GANConfig()), voice)
+
+
+def test_latent_probe_learns_and_travels_in_the_state_dict():
+    g = torch.Generator().manual_seed(0)
+    y = np.arange(60) % 3
+    lat = torch.randn(60, 32, 4, 4, generator=g) * 0.3
+    lat[:, 0] += torch.as_tensor(y, dtype=torch.float32)[:, None, None]  # channel 0 tells emotion
+    G = Generator(TINY)
+    assert torch.allclose(G.probe(lat), torch.full((60, 3), 1 / 3))  # unfitted: no preference
+    assert G.probe.fit(lat, y) > 0.9
+    assert (G.probe(lat).argmax(1).numpy() == y).mean() > 0.9
+    G2 = Generator(TINY)
+    G2.load_state_dict(G.state_dict())
+    assert torch.equal(G2.probe(lat), G.probe(lat))
 
 
 def test_spectral_norm_on_every_discriminator_layer():
@@ -81,7 +135,7 @@ def test_hinge_losses_known_values():
 
 def test_diffaugment_shape_and_gradient():
     x = torch.rand(4, 3, 16, 16, requires_grad=True)
-    y = DiffAugment("color,translation,cutout")(x, generator=torch.Generator().manual_seed(0))
+    y = DiffAugment("flip,color,translation,cutout")(x, generator=torch.Generator().manual_seed(0))
     assert y.shape == x.shape
     y.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
@@ -92,6 +146,13 @@ def test_diffaugment_shape_and_gradient():
     assert 0.05 < zeroed < 0.3  # an 8x8 square (clipped at the border) out of 16x16
     with pytest.raises(ValueError, match="unknown"):
         DiffAugment("rotate")
+
+
+def test_flip_mirrors_about_half():
+    x = torch.arange(16.0).view(1, 1, 1, 16).expand(200, 32, 2, 16)
+    y = DiffAugment("flip")(x, generator=torch.Generator().manual_seed(0))
+    mirrored = (y[:, 0, 0, 0] == 15).float().mean().item()
+    assert 0.35 < mirrored < 0.65 and torch.equal(y[y[:, 0, 0, 0] == 15][0], x[0].flip(-1))
 
 
 def test_translation_moves_pixels():
@@ -204,56 +265,17 @@ def tiny_run(tmp_path, monkeypatch):
 
 def _cfg(**gan) -> Config:
     cfg = Config()
-    base = dict(g_ch=4, d_ch=4, z_dim=32, batch_size=4, sample_every=1, ckpt_every=2, fd_samples=0)
-    base.update(discriminator="resnet", guidance=0.0)  # projected: its own test (a real Lite0)
-    cfg.gan = GANConfig(**{**base, **gan})
+    base = dict(g_ch=4, d_ch=4, z_dim=32, batch_size=4, sample_every=2, ckpt_every=2)
+    cfg.gan = GANConfig(**{**base, "fd_samples": 0, "k_condition": 2, **gan})
     return cfg
 
 
-def test_train_smoke_resume_generate_evaluate(tiny_run):
-    from sound2sight.painting.evaluate import evaluate_gan
-    from sound2sight.painting.train import train_gan
-
-    cfg = _cfg(steps=2, fd_samples=6)
-    out = train_gan(cfg, tiny_run)
-    gan = tiny_run / "gan"
-    assert out["steps"] == 2 and np.isfinite(out["best_fd_effnet"])
-    for name in (
-        "best.pt",
-        "last.pt",
-        "curves.png",
-        "train.log",
-        "samples/step_000001.png",
-        "samples/step_000002.png",
-    ):
-        assert (gan / name).is_file(), name
-    grid = Image.open(gan / "samples" / "step_000002.png")
-    assert grid.size[1] == 3 * 66 + 2  # one row per emotion
-    cfg.gan.steps = 4
-    assert train_gan(cfg, tiny_run)["steps"] == 4
-    G, gcfg = load_generator(gan / "last.pt")
-    assert not G.training and gcfg.steps == 4
-    imgs = generate(G, torch.zeros(2, 128), generator=torch.Generator().manual_seed(0))
-    again = generate(G, torch.zeros(2, 128), generator=torch.Generator().manual_seed(0))
-    assert imgs.shape == (2, 64, 64, 3) and imgs.dtype == np.uint8
-    assert np.array_equal(imgs, again)
-    m = evaluate_gan(cfg, tiny_run, n_per_class=3, n_fd=6)
-    assert set(m["consistency"]["generated"]) == {"k1", "k5"}
-    assert m["fd_effnet"]["generated"] >= 0 and 0 <= m["probe"]["generated"]["balanced"] <= 1
-    assert json.loads((gan / "metrics.json").read_text())["step"] in (2, 4)  # the best one
-    assert all((gan / f"grid_{e}.png").is_file() for e in EMOTIONS)
-    raw = evaluate_gan(cfg, tiny_run, n_per_class=3, n_fd=6, checkpoint="last", weights="G")
-    assert raw["weights"] == "G" and (gan / "metrics_raw.json").is_file()
-    assert json.loads((gan / "metrics.json").read_text())["weights"] == "G_ema"  # not overwritten
-    G_raw, _ = load_generator(gan / "last.pt", weights="G")
-    assert not torch.equal(G_raw.out_conv.weight, G.out_conv.weight)
-    with pytest.raises(ValueError, match="weights"):
-        load_generator(gan / "last.pt", weights="D")
-
-
-def test_image_condition_admits_unlabelled(tiny_run, monkeypatch):
+def test_train_smoke_resume_generate_evaluate(tiny_run, monkeypatch):
+    """2 steps, resume to 4, paint, evaluate (both judges, reconstruction FD); the
+    unlabelled paintings train it through their image-head points."""
     import sound2sight.painting.train as tg
     from sound2sight.models.image import ImageFeatures
+    from sound2sight.painting.evaluate import evaluate_gan
 
     def extractor(model, **_):  # features of the unlabelled paintings missing from features.npz
         return lambda paths: ImageFeatures(
@@ -261,92 +283,67 @@ def test_image_condition_admits_unlabelled(tiny_run, monkeypatch):
         )
 
     monkeypatch.setattr("sound2sight.models.image.ImageFeatureExtractor", extractor)
-    seen = {}
-    real_conditions = tg.image_conditions
-
-    def spy(cfg, run_dir, joint, paths):
-        seen["n"] = len(paths)
-        return real_conditions(cfg, run_dir, joint, paths)
-
-    monkeypatch.setattr(tg, "image_conditions", spy)
-    out = tg.train_gan(_cfg(steps=1, condition="image"), tiny_run)
-    assert (
-        out["steps"] == 1 and out["n_train_images"] == 17 and seen["n"] == 17
-    )  # 13 + 4 unlabelled
-
-
-def test_projected_discriminator_trains_guides_resumes_and_is_scored(tiny_run, monkeypatch):
-    """Projected D on a (random-init) Lite0 + emotion guidance: train, resume, evaluate."""
-    from sound2sight.models.image import EfficientNetLite0, ImageEncoderConfig
-    from sound2sight.painting.evaluate import evaluate_gan
-    from sound2sight.painting.train import train_gan
-
-    torch.manual_seed(0)
-    lite0 = EfficientNetLite0(ImageEncoderConfig()).eval().requires_grad_(False)
-    stand_in = _StandInEncoder("lite2").eval()
-    monkeypatch.setattr(
-        "sound2sight.models.image.load_image_encoder",
-        lambda device="cpu", variant="lite0": (lite0 if variant == "lite0" else stand_in, None),
-    )
-    cfg = _cfg(steps=2, discriminator="projected", d_input_size=64, guidance=0.5, log_every=1)
-    out = train_gan(cfg, tiny_run)
-    assert out["discriminator"] == "projected" and out["steps"] == 2
-    state = torch.load(tiny_run / "gan" / "last.pt", weights_only=True)
-    assert any(k.startswith("discs.") for k in state["D"])
-    assert all(np.isfinite(state["history"]["guide_ce"])) and state["history"]["guide_ce"][0] > 0
-    before = {k: v.clone() for k, v in state["D"].items() if k.startswith("mixing.")}
-    cfg.gan.steps = 3
-    assert train_gan(cfg, tiny_run)["steps"] == 3  # resumed
-    after = torch.load(tiny_run / "gan" / "last.pt", weights_only=True)["D"]
-    assert all(torch.equal(before[k], after[k]) for k in before)  # the mixing stays frozen
-    cfg.gan.discriminator, cfg.gan.steps = "resnet", 4
-    with pytest.raises(ValueError, match="discriminator='projected'"):
-        train_gan(cfg, tiny_run)
-    cfg.gan.discriminator = "projected"
-    m = evaluate_gan(cfg, tiny_run, n_per_class=3, n_fd=6, checkpoint="last")
-    assert m["training"]["discriminator"] == "projected"
+    cfg = _cfg(steps=2, fd_samples=6)
+    out = tg.train_gan(cfg, tiny_run)
+    gan = tiny_run / "gan"
+    assert out["steps"] == 2 and np.isfinite(out["best_fd_effnet"])
+    assert out["n_train_images"] == 17 and out["n_labelled"] == 13  # 13 + 4 unlabelled
+    for name in ("best.pt", "last.pt", "curves.png", "train.log", "samples/step_000002.png"):
+        assert (gan / name).is_file(), name
+    grid = Image.open(gan / "samples" / "step_000002.png")
+    assert grid.size[1] == 3 * 130 + 2  # one row per emotion of decoded 128 px paintings
+    state = torch.load(gan / "last.pt", weights_only=True)
+    assert state["G"]["out_conv.weight"].shape[0] == 32  # it paints latents
+    cfg.gan.steps = 4
+    assert tg.train_gan(cfg, tiny_run)["steps"] == 4
+    G, gcfg = load_generator(gan / "last.pt")
+    assert not G.training and gcfg.steps == 4
+    assert G.probe.weight.abs().sum() > 0  # the fitted latent probe came with the weights
+    assert not torch.equal(G.whiten.matrix, torch.eye(128))  # and the conditions' whitening
+    imgs = generate(G, torch.zeros(2, 128), generator=torch.Generator().manual_seed(0))
+    again = generate(G, torch.zeros(2, 128), generator=torch.Generator().manual_seed(0))
+    assert imgs.shape == (2, 128, 128, 3) and imgs.dtype == np.uint8
+    assert np.array_equal(imgs, again)
+    m = evaluate_gan(cfg, tiny_run, n_per_class=3, n_fd=6)
+    assert set(m["consistency"]["generated"]) == {"k1", "k5"}
+    assert m["fd_effnet"]["generated"] >= 0 and 0 <= m["probe"]["generated"]["balanced"] <= 1
+    assert m["image_size"] == 128 and "neighbours" in m["conditions"]
+    assert json.loads((gan / "metrics.json").read_text())["step"] in (2, 4)  # the best one
+    assert all((gan / f"grid_{e}.png").is_file() for e in EMOTIONS)
     reach = m["emotion_vs_noise"]
     assert reach["emotion"] >= 0 and reach["noise"] > 0
     ind = m["independent"]
-    assert ind["fd"]["generated"] >= 0 and "kid" in ind and "diversity" in ind
+    assert ind["fd"]["generated"] >= 0 and ind["fd"]["reconstruction_heldout"] >= 0
     held = ind["consistency_heldout"]
-    assert set(held["probe"]) == {"generated", "real_ceiling"}
     assert held["probe"]["real_ceiling"]["n"] == 13  # the 13 labelled training paintings...
     assert held["probe"]["generated"]["n"] == 9  # ...judged by the 3 held-out ones
-    assert all((tiny_run / "gan" / f"real_{e}.png").is_file() for e in EMOTIONS)
+    assert all((gan / f"real_{e}.png").is_file() for e in EMOTIONS)
+    raw = evaluate_gan(cfg, tiny_run, n_per_class=3, n_fd=6, checkpoint="last", weights="G")
+    assert raw["weights"] == "G" and (gan / "metrics_raw.json").is_file()
+    assert json.loads((gan / "metrics.json").read_text())["weights"] == "G_ema"  # not overwritten
+    with pytest.raises(ValueError, match="weights"):
+        load_generator(gan / "last.pt", weights="D")
+    cfg.gan.image_size, cfg.gan.steps = 256, 6
+    with pytest.raises(ValueError, match="image_size"):
+        tg.train_gan(cfg, tiny_run)  # a resume never mixes sizes
 
 
-def test_guidance_needs_projected_discriminator(tiny_run):
+def test_ema_copies_until_it_starts(tiny_run, monkeypatch):
     from sound2sight.painting.train import train_gan
 
-    with pytest.raises(ValueError, match="guidance"):
-        train_gan(_cfg(steps=1, guidance=1.0), tiny_run)  # _cfg: the resnet D
+    cfg = _cfg(steps=2, ema_start=5, unlabelled=False)
+    train_gan(cfg, tiny_run)
+    state = torch.load(tiny_run / "gan" / "last.pt", weights_only=True)
+    assert all(torch.equal(state["G"][k], state["G_ema"][k]) for k in state["G"])
+    cfg.gan.ema_start, cfg.gan.steps = 2, 4
+    train_gan(cfg, tiny_run)  # resumed: steps 3 and 4 average
+    state = torch.load(tiny_run / "gan" / "last.pt", weights_only=True)
+    k = "out_conv.weight"
+    assert not torch.equal(state["G"][k], state["G_ema"][k])
 
 
-def test_guide_negatives_make_a_blank_canvas_no_emotion():
-    """gan.guide_negatives: the guide learns flat canvases as a class of their own, so a flat
-    canvas in an emotion's colours no longer reads as that emotion (the guidance-2/4 collapse)."""
-    from sound2sight.models.image import load_image_encoder
-    from sound2sight.painting.augment import DiffAugment
-    from sound2sight.painting.projected import FeatureNet, fit_guide, flat_canvases
-
-    feats = FeatureNet(load_image_encoder()[0], size=64)  # the real ImageNet Lite0
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(24) % 3
-    tint = torch.eye(3)[y][:, :, None, None] * 0.8 - 0.4  # each emotion its own colour
-    x = (torch.rand(24, 3, 64, 64, generator=g) * 1.2 - 0.6 + tint).clamp(-1, 1)  # textured
-    images = ((x + 1) * 127.5).round().to(torch.uint8)
-    aug = DiffAugment("")
-    args = (feats, images, torch.cat([y[:-1], torch.tensor([-1])]), aug, g, "cpu")
-    plain, neg = fit_guide(*args), fit_guide(*args, negatives=True)
-    assert plain.linear.out_features == 3 and neg.linear.out_features == 4
-    with torch.no_grad():
-        flat = feats(flat_canvases(x), pooled=True)[1]
-        real = feats(x, pooled=True)[1]
-        ce = {
-            n: torch.nn.functional.cross_entropy(m(flat), y).item()
-            for n, m in (("plain", plain), ("neg", neg))
-        }
-        assert (neg(flat).argmax(1) == 3).float().mean() > 0.9  # a blank canvas is "no emotion"
-        assert (neg(real).argmax(1) == y).float().mean() > 0.9  # the paintings keep theirs
-    assert ce["neg"] > ce["plain"] + 1.0, ce
+def test_old_pixel_gan_checkpoint_is_named(tmp_path):
+    cfg = {"gan": {"resolution": 64, "guidance": 1.0}}
+    atomic_torch_save({"G_ema": {}, "config": cfg}, tmp_path / "best.pt")
+    with pytest.raises(ValueError, match="older sound2sight"):
+        load_generator(tmp_path / "best.pt")

@@ -67,9 +67,38 @@ def test_seed_and_generator_control_the_noise(pipe):
     np.testing.assert_array_equal(r1.images[0], r3.images[0])
 
 
+def test_candidates_are_picked_in_latent_space_and_only_the_kept_are_decoded(pipe, monkeypatch):
+    """4 paintings from 16 latent candidates: the generator's latent probe picks, the
+    decoder renders only the 4 kept ones, each conditioned on a gallery painting's point."""
+    import sound2sight.painting.taef2 as taef2
+    from sound2sight.painting import model
+
+    decoded, conditions, real_decode = [], [], taef2.decode_latents
+    real_sample = model.sample_latents
+
+    def count_decode(latents, **kw):
+        decoded.append(len(latents))
+        return real_decode(latents, **kw)
+
+    def spy_sample(G, c, **kw):
+        conditions.append(c.clone())
+        return real_sample(G, c, **kw)
+
+    monkeypatch.setattr(taef2, "decode_latents", count_decode)
+    monkeypatch.setattr(model, "sample_latents", spy_sample)
+    wave = synth_voice("sad", speaker=3, seed=4)
+    r = pipe(wave, sample_rate=16000, n_images=4, k=0, seed=0)
+    assert len(r.images) == 4 and r.images[0].shape == (128, 128, 3)
+    assert decoded == [4]  # 4 x oversample 4 = 16 drawn, 4 decoded
+    c = conditions[0]
+    assert c.shape == (16, 128)
+    gallery = pipe.condition_points
+    assert all((gallery == row).all(1).any() for row in c)  # every condition is a painting's point
+
+
 def test_candidates_are_judged_unless_there_is_nothing_to_pick(pipe, monkeypatch):
-    """The image-emotion probe picks among oversampled candidates and finds image-space
-    neighbours; with oversample=1 and no image neighbours its feature pass is skipped."""
+    """The image-emotion probe reads the kept paintings and finds image-space neighbours;
+    with oversample=1 and no image neighbours its feature pass is skipped."""
     wave = synth_voice("happy", speaker=3, seed=2)
     assert pipe.judge is not None
     r = pipe(wave, sample_rate=16000, n_images=2, k=0, seed=0)

@@ -160,7 +160,7 @@ def test_from_run_refuses_a_gallery_holding_pickles(run_copy, tmp_path):
 def test_intact_run_loads_and_paints(good_run):
     pipe = Sound2Sight.from_run(good_run)
     result = pipe(_voice(), sample_rate=16000, n_images=1, k=2, seed=0)
-    assert result.emotion in EMOTIONS and result.images[0].shape == (64, 64, 3)
+    assert result.emotion in EMOTIONS and result.images[0].shape == (128, 128, 3)
     assert len(result.neighbours) == 2
 
 

@@ -153,6 +153,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     """
     from safetensors.torch import save_file
 
+    from sound2sight.painting.taef2 import TAEF2_SHA256
     from sound2sight.retrieval import Gallery
 
     parts = load_parts(run_dir)
@@ -178,6 +179,13 @@ def export(run_dir: Path, out_dir: Path) -> Path:
             "labels": list(EMOTIONS),
             # the frozen Whisper weights the voice head reads: named and hashed, not copied
             "voice_encoder": parts["voice"].provenance if parts["voice"] is not None else None,
+            # the painter's renderer: TAEF2's decoder, shipped in the package (MIT), hash-pinned
+            "painting_decoder": {
+                "name": "TAEF2 decoder (madebyollin/taesd, MIT)",
+                "file": "sound2sight/weights/taef2/taef2_decoder.pth",
+                "sha256": TAEF2_SHA256["decoder"],
+                "image_size": cfg.gan.image_size,
+            },
             "provenance": parts["provenance"],
         },
     )

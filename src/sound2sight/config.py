@@ -30,6 +30,7 @@ __all__ = [
     "ImageConfig",
     "AlignConfig",
     "GANConfig",
+    "VOICE_SECTIONS",
     "PipelineConfig",
     "Config",
     "ConfigError",
@@ -75,7 +76,7 @@ class DataConfig:
     )
     art_labels: str = ""  # optional image,label CSV (relative paths resolve against art_root)
     art_description: str = ""  # how people should be told what the art is (e.g. "procedural demo paintings"); empty = counted from the manifest
-    art_unlabelled: str = ""  # optional folder of paintings without labels (relative: under art_root); gan.condition=image trains on them
+    art_unlabelled: str = ""  # optional folder of paintings without labels (relative: under art_root); the GAN trains on them (gan.unlabelled)
     folds_csv: str = ""  # optional corpus,speaker,fold CSV; empty = folds assigned by speaker hash
     n_folds: int = 5  # speaker folds
     test_fold: int = 0  # fold held out as test for a single-run split
@@ -169,37 +170,34 @@ class AlignConfig:
 
 @dataclass
 class GANConfig:
-    # Defaults: the CPU recipe of issue 13 (projected D, widths 16); BENCHMARKS.md has the figures
-    resolution: int = 64  # output side: 64 or 128
-    z_dim: int = 128  # noise size
-    g_ch: int = 16  # generator base width (a GPU affords 32-64)
-    d_ch: int = 16  # discriminator base width
-    steps: int = 5000  # generator steps (~30-45 min on 2 CPU cores)
-    batch_size: int = 16  # images per step
-    lr_g: float = 2e-4  # generator Adam lr (Projected GAN's; the resnet D used 1e-4)
-    lr_d: float = 2e-4  # discriminator Adam lr (the resnet D used 4e-4)
+    # Defaults: the CPU recipe of issue 20 (latent IC-GAN, 128 px); BENCHMARKS.md › Paintings has the figures
+    image_size: int = 128  # painting side in pixels: 128 (TAEF2 latents 32x16x16) or 256 (32x32x32)
+    z_dim: int = 128  # noise size (split over the seed and every generator block)
+    g_ch: int = 64  # generator base width: blocks of 4x, 2x, 1x it at 128 px (a GPU affords more)
+    d_ch: int = 32  # discriminator base width: blocks of 1x, 2x, 4x it
+    steps: int = 15000  # generator steps (~0.11 s each on 2 CPU cores at 128 px: ~29 min)
+    batch_size: int = 32  # paintings per step
+    lr_g: float = 1e-4  # generator Adam lr
+    lr_d: float = (
+        4e-4  # discriminator Adam lr (TTUR: at 2e-4 both, D stopped telling real from fake)
+    )
     ema: float = 0.999  # EMA decay of the sampling generator
-    diffaugment: str = "color,translation,cutout"  # DiffAugment policy; empty disables
-    condition: str = "audio"  # audio: pair paintings with audio embeddings of their emotion; image: own embedding
-    sample_every: int = 500  # steps between fixed-noise sample grids
-    ckpt_every: int = 500  # steps between checkpoints
+    ema_start: int = 1000  # steps before the EMA starts averaging (it copies G until then)
+    diffaugment: str = (
+        "flip,translation"  # DiffAugment policy on the latents before D; empty disables
+    )
+    unlabelled: bool = True  # train on the unlabelled paintings too (data.art_unlabelled), conditioned through the image head
+    condition: str = "neighbours"  # at inference, the painting's condition: neighbours (one of the k paintings nearest the voice's point) | voice (the point itself)
+    k_condition: int = 8  # neighbours: how many of the nearest paintings' points to choose among
+    sample_every: int = 1000  # steps between fixed-noise sample grids
+    ckpt_every: int = 1000  # steps between checkpoints
     cond_dim: int = 128  # condition size (the shared-space dimension)
     d_steps: int = 1  # discriminator updates per generator step
-    balanced: bool = True  # class-balanced sampling of labelled paintings (audio condition)
     fd_samples: int = (
-        256  # images scored by FD (Lite0) at each checkpoint to pick best; 0 = best is last
+        0  # paintings scored by FD (Lite0) at each checkpoint to pick best; 0 = best is last
     )
     eval_per_class: int = 100  # generated images per emotion for consistency and diversity
     eval_fd: int = 500  # generated images for FD and KID
-    discriminator: str = (
-        "projected"  # projected: on frozen EfficientNet-Lite0 features | resnet: from pixels
-    )
-    d_input_size: int = 64  # projected: side paintings are resized to before the frozen features
-    mixing_seed: int = 0  # projected: seed of the random cross-channel/cross-scale mixing
-    guidance: float = (
-        1.0  # weight of the emotion-guidance term (a Lite0 probe) in G's loss; 0 = off
-    )
-    guide_negatives: bool = False  # guidance: the guide also learns a class of flat canvases (blurred / one-colour copies of the paintings), so G cannot please it with a blank canvas
     log_every: int = 100  # steps between progress lines in gan/train.log
 
 
@@ -216,7 +214,7 @@ class PipelineConfig:
     min_speech: float = 0.5  # seconds of detected speech below which a recording is refused
     uncertain_margin: float = 0.15  # "uncertain between X and Y" when the top two are this close
     steer: bool = True  # move the voice's shared-space point into the decided emotion's region
-    oversample: int = 4  # paintings drawn per one kept (the image-emotion probe picks); 1 = none
+    oversample: int = 4  # latents drawn per painting kept (the generator's latent emotion probe picks, before decoding); 1 = none
     int8_voice: bool = (
         False  # dynamic int8 Whisper encoder at inference (CPU; benchmarks/whisper_int8.py)
     )
@@ -315,7 +313,7 @@ tune.n_trials tune.epochs image.image_size image.batch_size image.max_pixels ali
 align.epochs align.batch_per_class align.lr align.temperature align.steps_per_epoch
 align.patience gan.z_dim gan.g_ch gan.d_ch gan.steps gan.batch_size gan.lr_g gan.lr_d
 gan.sample_every gan.ckpt_every gan.cond_dim gan.d_steps gan.eval_per_class gan.eval_fd
-gan.d_input_size gan.log_every
+gan.log_every
 pipeline.n_images pipeline.k_neighbours pipeline.window_seconds pipeline.hop_seconds
 pipeline.min_speech pipeline.vad_threshold pipeline.oversample
 """
@@ -323,7 +321,7 @@ _NONNEGATIVE_KEYS = """
 audio.fmin classifier.noise_floor_db data.workers train.weight_decay train.freq_mask train.time_mask train.mixup
 train.gain_db train.crop_frames train.num_workers image.num_workers align.hidden
 align.weight_decay align.audio_hidden align.cross_weight align.prototype_weight
-align.gap_weight align.map_points gan.fd_samples gan.guidance pipeline.uncertain_margin
+align.gap_weight align.map_points gan.fd_samples gan.ema_start gan.k_condition pipeline.uncertain_margin
 pipeline.k_image_neighbours
 """
 _FRACTION_KEYS = "data.val_fraction classifier.dropout align.dropout align.audio_dropout gan.ema"
@@ -335,9 +333,8 @@ _RULES: dict[str, tuple] = {
     "classifier.arch": _one_of("whisper", "vgg", "resnet", "crnn"),
     "classifier.pooling": _one_of("attentive", "mean"),
     "data.audio_format": _one_of("auto", "ravdess", "crema_d", "tess", "savee", "folder"),
-    "gan.resolution": _one_of(64, 128),
-    "gan.condition": _one_of("audio", "image"),
-    "gan.discriminator": _one_of("projected", "resnet"),
+    "gan.image_size": _one_of(128, 256),
+    "gan.condition": _one_of("neighbours", "voice"),
 }
 
 
@@ -413,6 +410,11 @@ def validate(cfg: Config) -> Config:
             "(the altered views would need their own speaker statistics)"
         )
     return cfg
+
+
+# the sections a voice model's checkpoint or card is read with: what the head was trained
+# with, nothing of the art stages (so a change to the painter never invalidates a voice model)
+VOICE_SECTIONS = ("seed", "device", "data", "audio", "classifier", "train", "tune")
 
 
 def config_from_dict(data: dict | None) -> Config:

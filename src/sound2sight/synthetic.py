@@ -304,7 +304,7 @@ def make_demo_corpus(
     n_speakers: int = 12,
     clips_per_emotion: int = 10,
     paintings_per_emotion: int = 40,
-    painting_size: int = 64,
+    painting_size: int = 128,
     sr: int = 16000,
     seed: int = 0,
 ) -> dict:

@@ -117,7 +117,9 @@ def describe_run(cfg: Config, run_dir: str | Path) -> dict[str, str]:
         with open(art, newline="", encoding="utf-8") as fh:
             n_art = sum(1 for r in csv.DictReader(fh) if r.get("label"))
     out["art"] = cfg.data.art_description or f"{n_art} labelled paintings from {cfg.data.art_root}"
-    out["painter"] = f"conditional GAN, {cfg.gan.resolution} px, trained on that art"
+    out["painter"] = (
+        f"conditional GAN in TAEF2 latent space, {cfg.gan.image_size} px, trained on that art"
+    )
     return out
 
 

@@ -1,14 +1,15 @@
-"""The painting stage: a conditional GAN that paints from the shared 128-d space.
+"""The painting stage: a conditional GAN that paints in the latent space of TAEF2.
 
 One home for everything the stage needs, read in this order:
 
 ==============  ===============================================================
-``model``       generator (BigGAN blocks, conditional batch norm), the pixel ResNet
-                discriminator (projection), condition bank, EMA, load / generate
-``projected``   the projected discriminator on frozen EfficientNet-Lite0 features
-                (random channel/scale mixing, one small D per scale) and the
-                emotion-guidance probe
-``augment``     DiffAugment (colour, translation, cutout)
+``taef2``       the pretrained TAEF2 encoder / decoder (vendored, hash-pinned):
+                paintings <-> ``32 x S/8 x S/8`` latents
+``latents``     the paintings encoded once, cached by content
+``model``       generator (BigGAN blocks, conditional batch norm, hierarchical
+                noise) and projection discriminator on latents, the latent
+                emotion probe, conditions at inference, EMA, load / generate
+``augment``     DiffAugment (flip and translation on latents; colour, cutout)
 ``data``        paintings at the GAN's side, audio/image conditions, sample grids
 ``train``       the training loop (``train_gan``): resumable, logged, checkpointed
 ``metrics``     pure metric functions: FD, KID, k-NN / probe consistency, diversity,

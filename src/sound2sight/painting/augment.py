@@ -2,7 +2,9 @@
 
 The same random transforms are applied to real and generated images before the
 discriminator; every operation is differentiable in the pixels, so the generator is
-trained through them.  Policies: ``color`` (brightness, saturation, contrast),
+trained through them.  The painter applies them to TAEF2 latents (``flip,translation``:
+mirror, then shift by up to 2 latent cells at 128 px).  Policies: ``flip`` (left-right
+mirror, p = 1/2), ``color`` (brightness, saturation, contrast; for pixels),
 ``translation`` (shift by up to 1/8 of the side, zero fill) and ``cutout`` (one square of
 half the side zeroed).
 
@@ -73,7 +75,13 @@ def _cutout(x: torch.Tensor, g: torch.Generator | None, ratio: float = 0.5) -> t
     return x * keep.unsqueeze(1).to(x.dtype)
 
 
-POLICIES = {"color": _color, "translation": _translation, "cutout": _cutout}
+def _flip(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    """Mirror each sample left-right with probability 1/2."""
+    flip = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+POLICIES = {"color": _color, "translation": _translation, "cutout": _cutout, "flip": _flip}
 
 
 class DiffAugment:

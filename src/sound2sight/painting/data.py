@@ -25,6 +25,7 @@ from sound2sight.painting.model import ConditionBank
 from sound2sight.train.common import resolve_device
 
 __all__ = [
+    "read_painting",
     "load_art_images",
     "load_align",
     "audio_bank",
@@ -36,7 +37,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _read(path: str, size: int) -> np.ndarray | None:
+def read_painting(path: str, size: int) -> np.ndarray | None:
+    """One image squashed to ``(size, size, 3)`` uint8, or None (logged) when unreadable."""
     try:
         with Image.open(path) as img:
             if img.width * img.height > (Image.MAX_IMAGE_PIXELS or float("inf")):  # not decoded
@@ -58,7 +60,7 @@ def load_art_images(
     with ThreadPoolExecutor(max(1, workers)) as pool:
         arrays = list(
             tqdm(
-                pool.map(lambda p: _read(p, size), paths),
+                pool.map(lambda p: read_painting(p, size), paths),
                 total=len(paths),
                 desc=f"art @{size}px",
                 unit="img",
@@ -156,8 +158,6 @@ def plot_curves(history: dict[str, list[float]], fd_history: list, path: Path) -
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
     for key, ax in (("loss_d", 0), ("loss_g", 0), ("logit_real", 1), ("logit_fake", 1)):
         axes[ax].plot(*smooth(history[key]), label=key)
-    if any(history.get("guide_ce", [])):
-        axes[0].plot(*smooth(history["guide_ce"]), label="guide CE")
     if fd_history:
         axes[2].plot(
             [s for s, _ in fd_history],

@@ -1,17 +1,25 @@
-"""Conditional GAN that paints from the shared 128-d embedding.
+"""Conditional GAN that paints in the latent space of the pretrained TAEF2 autoencoder.
 
-The generator is a small BigGAN: the noise ``z`` is split into one chunk per up-block
-plus one for the 4x4 seed; each residual up-block is modulated by conditional batch
-norm whose gain and bias are linear in ``[shared(c), z_chunk]`` (gain = 1 + W_g y,
-bias = W_b y).  The discriminator is a residual SNGAN/BigGAN one with spectral norm on
-every layer and projection conditioning (logit = w.h + <W_p c, h>).
+The generator is a small BigGAN whose output is a TAEF2 latent (``32 x 16 x 16`` for a
+128 px painting, ``32 x 32 x 32`` for 256 px), which :mod:`~sound2sight.painting.taef2`'s
+decoder renders.  The noise ``z`` is split into one chunk per up-block plus one for the
+4x4 seed (hierarchical noise); every residual up-block is modulated by conditional batch
+norm whose gain and bias are linear in ``[mlp(whiten(c)), z_chunk]``.  The condition ``c``
+is a point of the shared 128-d space (whitened with the training paintings' statistics, see
+:class:`ConditionWhitening`): in training a real painting's own projected image
+embedding (instance conditioning, IC-GAN), at inference the voice's point or the
+paintings nearest it.  The discriminator is a residual SNGAN one on latents with spectral
+norm on every layer and projection conditioning (logit = w.h + <W_p c, h>).
+
+The generator also carries :class:`LatentProbe`, a tiny emotion probe on latent
+statistics, so candidates can be judged before they are decoded.
 
 >>> from sound2sight.config import GANConfig
 >>> cfg = GANConfig(g_ch=8, d_ch=8)
 >>> G, D = Generator(cfg), Discriminator(cfg)
 >>> x = G(torch.randn(2, cfg.z_dim), torch.randn(2, cfg.cond_dim))
 >>> x.shape, D(x, torch.randn(2, cfg.cond_dim)).shape
-(torch.Size([2, 3, 64, 64]), torch.Size([2]))
+(torch.Size([2, 32, 16, 16]), torch.Size([2]))
 """
 
 from __future__ import annotations
@@ -27,29 +35,39 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from sound2sight.config import GANConfig
+from sound2sight.painting.taef2 import LATENT_CHANNELS
 
 __all__ = [
     "ConditionalBatchNorm2d",
+    "ConditionWhitening",
     "Generator",
     "Discriminator",
+    "LatentProbe",
     "ConditionBank",
+    "latent_side",
+    "neighbour_conditions",
+    "inference_conditions",
     "ema_update",
     "make_ema",
     "load_generator",
+    "sample_latents",
     "generate",
 ]
 
 logger = logging.getLogger(__name__)
 
-# Channel multipliers of the base width, from the 4x4 seed to the output side.
-_G_MULTS = {64: (8, 8, 4, 2, 1), 128: (8, 8, 4, 4, 2, 1)}
-# Discriminator block outputs; every block halves the side except the last.
-_D_MULTS = {64: (1, 2, 4, 8, 8), 128: (1, 2, 4, 8, 8, 8)}
+# Generator channel multipliers of the base width, from the 4x4 seed to the latent side.
+_G_MULTS = {16: (4, 2, 1), 32: (8, 4, 2, 1)}
+# Discriminator block outputs; every block halves the side except the last (4x4).
+_D_MULTS = {16: (1, 2, 4), 32: (1, 2, 4, 4)}
 
 
-def _check_resolution(cfg: GANConfig) -> None:
-    if cfg.resolution not in _G_MULTS:
-        raise ValueError(f"gan.resolution={cfg.resolution}: expected one of {sorted(_G_MULTS)}")
+def latent_side(cfg: GANConfig) -> int:
+    """Side of the latent the GAN paints: ``image_size / 8`` (16 for 128 px, 32 for 256 px)."""
+    side = cfg.image_size // 8
+    if side not in _G_MULTS or cfg.image_size % 8:
+        raise ValueError(f"gan.image_size={cfg.image_size}: expected 128 or 256")
+    return side
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -89,43 +107,127 @@ class _GBlock(nn.Module):
         return h + F.interpolate(self.skip(x), scale_factor=2)  # 1x1 conv commutes with nearest up
 
 
+class ConditionWhitening(nn.Module):
+    """ZCA whitening of the shared-space conditions, fitted on the training paintings' points.
+
+    The shared space is trained to sort paintings by emotion, so its points crowd into three
+    tight regions (within an emotion, paintings' cosine similarity is ~0.95; two directions
+    hold ~70 % of the variance).  What tells one painting from another lives in the small
+    directions; whitening gives every direction unit variance, so the generator and the
+    discriminator's projection can read the instance, not only its emotion.  Unfitted, it is
+    the identity.
+
+    >>> w = ConditionWhitening(3)
+    >>> x = torch.randn(500, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([10.0, 1.0, 0.3])
+    >>> w.fit(x); y = w(x)
+    >>> [round(v, 1) for v in y.std(0).tolist()]
+    [1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("matrix", torch.eye(dim))
+
+    @torch.no_grad()
+    def fit(self, points: torch.Tensor, *, floor: float = 1e-4) -> None:
+        x = points.double()
+        mean = x.mean(0)
+        cov = torch.cov((x - mean).T)
+        ev, vec = torch.linalg.eigh(cov)
+        ev = ev.clamp(min=floor * float(ev.max()))  # directions with no spread stay bounded
+        self.mean.copy_(mean.float())
+        self.matrix.copy_((vec @ torch.diag(ev.rsqrt()) @ vec.T).float())
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return (c - self.mean) @ self.matrix
+
+
+class LatentProbe(nn.Module):
+    """Emotion probe on a latent's per-channel mean and standard deviation (64 numbers).
+
+    A balanced logistic regression fit on the training paintings' latents
+    (:meth:`fit`); its weights are buffers, so they travel in the generator's
+    state dict.  Unfitted, it gives equal probabilities.
+
+    >>> p = LatentProbe(n_classes=3)
+    >>> p(torch.randn(2, 32, 4, 4)).shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(self, n_classes: int = 3, channels: int = LATENT_CHANNELS) -> None:
+        super().__init__()
+        d = 2 * channels
+        self.register_buffer("mean", torch.zeros(d))
+        self.register_buffer("std", torch.ones(d))
+        self.register_buffer("weight", torch.zeros(n_classes, d))
+        self.register_buffer("bias", torch.zeros(n_classes))
+
+    @staticmethod
+    def stats(x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` -> ``(B, 2C)``: per-channel spatial mean and std."""
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
+
+    def fit(self, latents: torch.Tensor, labels: np.ndarray, *, C: float = 0.1) -> float:
+        """Fit on labelled latents ``(N, C, h, w)``; returns training balanced accuracy."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import balanced_accuracy_score
+
+        s = self.stats(latents.float()).numpy()
+        mean, std = s.mean(0), s.std(0) + 1e-6
+        z = (s - mean) / std
+        lr = LogisticRegression(C=C, max_iter=1000, class_weight="balanced").fit(z, labels)
+        w = np.zeros(tuple(self.weight.shape), np.float32)
+        b = np.full(len(w), -1e4, np.float32)  # a class absent from training is never picked
+        if len(lr.classes_) > 2:
+            w[lr.classes_], b[lr.classes_] = lr.coef_, lr.intercept_
+        else:  # binary: sklearn keeps one row, for the second class (softmax of [0, s])
+            b[lr.classes_[0]] = 0.0
+            w[lr.classes_[1]], b[lr.classes_[1]] = lr.coef_[0], lr.intercept_[0]
+        for name, v in (("mean", mean), ("std", std), ("weight", w), ("bias", b)):
+            getattr(self, name).copy_(torch.as_tensor(np.asarray(v, np.float32)))
+        return float(balanced_accuracy_score(labels, lr.predict(z)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (self.stats(x.float()) - self.mean) / self.std
+        return torch.softmax(z @ self.weight.T + self.bias, dim=1)
+
+
 class Generator(nn.Module):
-    """``(z, c)`` -> image in [-1, 1] of side ``cfg.resolution``.
+    """``(z, c)`` -> TAEF2 latent ``(B, 32, S/8, S/8)`` for paintings of side ``cfg.image_size``.
 
-    Parameters
-    ----------
-    cfg : GANConfig
-        ``z_dim``, ``cond_dim``, ``g_ch`` and ``resolution`` (64 or 128) are used.
-
-    >>> G = Generator(GANConfig(resolution=128, g_ch=4))
+    >>> G = Generator(GANConfig(image_size=256, g_ch=4))
     >>> G(torch.randn(1, 128), torch.randn(1, 128)).shape
-    torch.Size([1, 3, 128, 128])
+    torch.Size([1, 32, 32, 32])
     """
 
     def __init__(self, cfg: GANConfig) -> None:
         super().__init__()
-        _check_resolution(cfg)
         self.cfg = cfg
-        chans = [cfg.g_ch * m for m in _G_MULTS[cfg.resolution]]
+        chans = [cfg.g_ch * m for m in _G_MULTS[latent_side(cfg)]]
         n_blocks = len(chans) - 1
         self.z_chunk = cfg.z_dim // (n_blocks + 1)
         self.z_seed = cfg.z_dim - n_blocks * self.z_chunk  # the seed takes the remainder
-        cond = cfg.cond_dim + self.z_chunk  # each block sees [shared(c), its z chunk]
-        self.shared = nn.Linear(cfg.cond_dim, cfg.cond_dim)
-        self.seed = nn.Linear(self.z_seed, chans[0] * 16)
+        cond = cfg.cond_dim + self.z_chunk  # each block sees [mlp(c), its z chunk]
+        self.whiten = ConditionWhitening(cfg.cond_dim)
+        self.shared = nn.Sequential(
+            nn.Linear(cfg.cond_dim, cfg.cond_dim), nn.ReLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim)
+        )
+        self.seed = nn.Linear(self.z_seed + cfg.cond_dim, chans[0] * 16)
         self.blocks = nn.ModuleList(
             _GBlock(a, b, cond_dim=cond) for a, b in zip(chans[:-1], chans[1:], strict=True)
         )
         self.out_bn = nn.BatchNorm2d(chans[-1])
-        self.out_conv = nn.Conv2d(chans[-1], 3, 3, padding=1)
+        self.out_conv = nn.Conv2d(chans[-1], LATENT_CHANNELS, 3, padding=1)
+        self.probe = LatentProbe()
 
     def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         chunks = torch.split(z, [self.z_seed] + [self.z_chunk] * len(self.blocks), dim=1)
-        s = self.shared(c)  # (B, cond_dim)
-        h = self.seed(chunks[0]).view(z.shape[0], -1, 4, 4)  # (B, C0, 4, 4)
+        s = self.shared(self.whiten(c))  # (B, cond_dim)
+        h = self.seed(torch.cat([chunks[0], s], dim=1)).view(z.shape[0], -1, 4, 4)  # (B, C0, 4, 4)
         for block, zc in zip(self.blocks, chunks[1:], strict=True):
             h = block(h, torch.cat([s, zc], dim=1))  # side doubles each block
-        return torch.tanh(self.out_conv(F.relu(self.out_bn(h))))  # (B, 3, R, R)
+        return self.out_conv(F.relu(self.out_bn(h)))  # (B, 32, S/8, S/8)
 
 
 class _DBlock(nn.Module):
@@ -152,28 +254,29 @@ class _DBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """``(x, c)`` -> one logit per image, with projection conditioning.
+    """``(latent, c)`` -> one logit per painting, with projection conditioning.
 
     >>> D = Discriminator(GANConfig(d_ch=4))
-    >>> D(torch.randn(3, 3, 64, 64), torch.randn(3, 128)).shape
+    >>> D(torch.randn(3, 32, 16, 16), torch.randn(3, 128)).shape
     torch.Size([3])
     """
 
     def __init__(self, cfg: GANConfig) -> None:
         super().__init__()
-        _check_resolution(cfg)
         self.cfg = cfg
-        chans = [cfg.d_ch * m for m in _D_MULTS[cfg.resolution]]
-        blocks, c_in = [], 3
+        chans = [cfg.d_ch * m for m in _D_MULTS[latent_side(cfg)]]
+        blocks, c_in = [], LATENT_CHANNELS
         for i, c_out in enumerate(chans):
             blocks.append(_DBlock(c_in, c_out, down=i < len(chans) - 1, preact=i > 0))
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.linear = spectral_norm(nn.Linear(c_in, 1))
+        self.whiten = ConditionWhitening(cfg.cond_dim)
         self.embed = spectral_norm(nn.Linear(cfg.cond_dim, c_in, bias=False))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # (B, C): sum-pooled 4x4 features
+        c = self.whiten(c) * self.cfg.cond_dim**-0.5  # whitened, then of norm ~1
         return self.linear(h).squeeze(1) + (self.embed(c) * h).sum(dim=1)  # (B,)
 
 
@@ -183,7 +286,7 @@ class ConditionBank:
     Parameters
     ----------
     embeddings : array (N, D)
-        Shared-space vectors (audio embeddings for ``condition='audio'``).
+        Shared-space vectors (e.g. held-out voices' projected embeddings).
     labels : array (N,) of int
         Emotion index of each row.
 
@@ -220,6 +323,52 @@ class ConditionBank:
         return out
 
 
+def neighbour_conditions(
+    points: torch.Tensor,
+    paintings: torch.Tensor,
+    *,
+    k: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """For each voice point, one of its ``k`` nearest painting points (cosine): ``(B, D)``.
+
+    This is how a voice's point stands in for a painting's in an instance-conditioned
+    painter: the condition is a real painting's shared-space point, chosen among the
+    ones nearest the voice, so it is a condition of the kind the generator trained on.
+
+    >>> p = torch.eye(4)
+    >>> neighbour_conditions(torch.tensor([[1.0, 0.1, 0, 0]]), p, k=1)
+    tensor([[1., 0., 0., 0.]])
+    """
+    if k <= 0:
+        return points
+    a = F.normalize(points.float(), dim=1)
+    b = F.normalize(paintings.float(), dim=1)
+    top = (a @ b.T).topk(min(k, len(b)), dim=1).indices  # (B, k)
+    pick = torch.randint(top.shape[1], (len(points),), generator=generator)
+    return paintings[top[torch.arange(len(points)), pick]].float()
+
+
+def inference_conditions(
+    points: torch.Tensor,
+    gallery: torch.Tensor | None,
+    cfg: GANConfig,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The generator's conditions for voice points ``(B, D)``, as ``gan.condition`` says.
+
+    ``neighbours``: one of the ``gan.k_condition`` gallery paintings nearest each point
+    (:func:`neighbour_conditions`); ``voice``: the points themselves.  Without a gallery
+    the points are used.
+    """
+    if cfg.condition == "voice" or gallery is None or len(gallery) == 0:
+        return points.float()
+    return neighbour_conditions(
+        points, torch.as_tensor(gallery), k=cfg.k_condition, generator=generator
+    )
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, *, decay: float) -> None:
     """``ema <- decay * ema + (1 - decay) * model`` for parameters; buffers are copied."""
@@ -252,14 +401,20 @@ def load_generator(
     state : dict, optional
         The checkpoint already read from ``path`` by the caller (saves a second read).
     """
-    from sound2sight.config import config_from_dict
+    from sound2sight.config import ConfigError, config_from_dict
     from sound2sight.io import safe_torch_load
 
     if state is None:
         state = safe_torch_load(path)
     if "G_ema" not in state or "config" not in state:
         raise ValueError(f"{path}: not a GAN checkpoint (no G_ema/config)")
-    cfg = config_from_dict(state["config"]).gan
+    try:
+        cfg = config_from_dict(state["config"]).gan
+    except ConfigError as exc:
+        raise ValueError(
+            f"{path}: a GAN checkpoint of an older sound2sight (the 64 px pixel painter): "
+            f"retrain the GAN stage (`sound2sight train gan --run RUN`) ({exc})"
+        ) from exc
     G = Generator(cfg)
     if weights not in ("G_ema", "G"):
         raise ValueError(f"weights={weights!r}: expected 'G_ema' or 'G'")
@@ -268,31 +423,40 @@ def load_generator(
 
 
 @torch.no_grad()
-def generate(
+def sample_latents(
     G: Generator, c: torch.Tensor, *, generator: torch.Generator, truncation: float = 0.0
-) -> np.ndarray:
-    """Paint one image per condition row: ``(B, cond_dim)`` -> uint8 ``(B, H, W, 3)``.
+) -> torch.Tensor:
+    """One latent per condition row: ``(B, cond_dim)`` -> ``(B, 32, S/8, S/8)``.
 
     Parameters
     ----------
     G : Generator
         Usually the EMA generator from :func:`load_generator` (eval mode).
     c : Tensor (B, cond_dim)
-        Shared-space embeddings.
+        Shared-space points.
     generator : torch.Generator
         Source of the noise (CPU generator), so calls are reproducible.
     truncation : float >= 0
         When > 0, noise entries beyond this magnitude are redrawn (truncation trick).
-
-    >>> G = Generator(GANConfig(g_ch=4)).eval()
-    >>> generate(G, torch.zeros(2, 128), generator=torch.Generator().manual_seed(0)).shape
-    (2, 64, 64, 3)
     """
     device = next(G.parameters()).device
     z = torch.randn(len(c), G.cfg.z_dim, generator=generator)
     if truncation > 0:
         while (bad := z.abs() > truncation).any():
             z[bad] = torch.randn(int(bad.sum()), generator=generator)
-    x = G(z.to(device), c.to(device, torch.float32))  # (B, 3, R, R) in [-1, 1]
-    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()  # (B, R, R, 3)
+    return G(z.to(device), c.to(device, torch.float32))
+
+
+@torch.no_grad()
+def generate(
+    G: Generator, c: torch.Tensor, *, generator: torch.Generator, truncation: float = 0.0
+) -> np.ndarray:
+    """Paint one picture per condition row, decoded: ``(B, cond_dim)`` -> uint8 ``(B, S, S, 3)``.
+
+    >>> G = Generator(GANConfig(g_ch=4)).eval()
+    >>> generate(G, torch.zeros(2, 128), generator=torch.Generator().manual_seed(0)).shape
+    (2, 128, 128, 3)
+    """
+    from sound2sight.painting.taef2 import decode_latents
+
+    return decode_latents(sample_latents(G, c, generator=generator, truncation=truncation))

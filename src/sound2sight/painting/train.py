@@ -1,18 +1,22 @@
-"""The GAN stage: train a conditional GAN on the art manifest, conditioned in the shared space.
+"""The GAN stage: an instance-conditioned GAN in the TAEF2 latent space of the paintings.
 
-``gan.condition`` picks what a painting is paired with during training:
+Every training painting (the labelled ones and, with ``gan.unlabelled``, the unlabelled
+ones) is encoded once into a TAEF2 latent (:mod:`~sound2sight.painting.latents`) and paired
+with its own point in the shared 128-d space (its EfficientNet-Lite0 feature through the
+image head).  The discriminator sees ``(latent, point)`` pairs; a generated latent is
+conditioned on another random painting's point (IC-GAN, Casanova et al. 2021), so the
+generator learns to paint *around* any painting's point, and no emotion class can
+collapse to one picture.  The points are whitened with the training paintings' statistics
+inside both networks (:class:`~sound2sight.painting.model.ConditionWhitening`): the shared space
+crowds paintings by emotion, and the instance lives in its small directions.  Both networks see
+the latents through DiffAugment (mirror, shift); TTUR (D learns 4x faster than G).
+At inference the voice's point, or the paintings nearest it (``gan.condition``), stand in.
 
-- ``audio`` (the seed's pairing): each painting gets the projected audio embedding of a
-  random training clip of its emotion; labelled paintings only;
-- ``image``: each painting gets its own projected image embedding, which admits the
-  unlabelled paintings too.
-
-Sampling (grids, checkpoint FD, evaluation, the pipeline) always conditions on projected
-audio embeddings.  Writes ``gan/{best,last}.pt``, ``gan/samples/step_XXXXXX.png``,
-``gan/curves.png`` and ``gan/train.log``.
+Writes ``gan/{best,last}.pt``, ``gan/samples/step_XXXXXX.png`` (decoded; one row per
+emotion, conditioned as the pipeline conditions), ``gan/curves.png`` and ``gan/train.log``.
 
 >>> train_gan(load_config(), "runs/demo")["steps"]  # doctest: +SKIP
-2000
+300
 """
 
 from __future__ import annotations
@@ -34,27 +38,29 @@ from sound2sight.painting.data import (
     audio_bank,
     image_conditions,
     load_align,
-    load_art_images,
     plot_curves,
     save_grid,
 )
 from sound2sight.painting.evaluate import CheckpointFD
-from sound2sight.painting.model import Discriminator, Generator, ema_update, make_ema
-from sound2sight.painting.projected import (
-    FeatureNet,
-    ProjectedDiscriminator,
-    fit_guide,
-    projected_hinge,
+from sound2sight.painting.latents import painting_latents
+from sound2sight.painting.model import (
+    Discriminator,
+    Generator,
+    ema_update,
+    inference_conditions,
+    make_ema,
 )
+from sound2sight.painting.taef2 import decode_latents
 from sound2sight.train.common import (
     Checkpointer,
     attach_log_file,
+    cache_root,
     resolve_device,
     seed_everything,
     stage_dir,
 )
 
-__all__ = ["train_gan"]
+__all__ = ["train_gan", "training_paintings"]
 
 log = logging.getLogger(__name__)
 GRID_COLS = 8  # images per emotion row in the sample grids
@@ -63,7 +69,7 @@ GRID_COLS = 8  # images per emotion row in the sample grids
 def train_gan(
     cfg: Config, run_dir: str | Path, *, resume: bool = True, device: str | None = None
 ) -> dict:
-    """Train (or resume) the conditional GAN; return training cost and the best FD-EffNet.
+    """Train (or resume) the latent GAN; return its training cost.
 
     Parameters
     ----------
@@ -86,51 +92,30 @@ def train_gan(
         handler.close()
 
 
-def _training_set(cfg: Config, run_dir: Path, joint):
-    """Images ``(N, 3, R, R)`` uint8, labels ``(N,)`` (-1 unlabelled) and per-image conditions."""
+def training_paintings(cfg: Config, run_dir: Path, joint):
+    """The training paintings as ``(items, latents (N, 32, s, s) float16, labels (N,), points (N, 128))``.
+
+    ``labels`` is the emotion index, -1 for an unlabelled painting; ``points`` are the
+    paintings' own projected image embeddings.
+    """
     g = cfg.gan
-    if g.condition not in ("audio", "image"):
-        raise ValueError(f"gan.condition={g.condition!r}: expected 'audio' or 'image'")
     items = read_manifest(run_dir / "data" / "art_manifest.csv", ArtItem)
-    items = [it for it in items if it.split == "train" and (it.label or g.condition == "image")]
+    items = [it for it in items if it.split == "train" and (it.label or g.unlabelled)]
     if not any(it.label for it in items):
         raise ValueError("no labelled training paintings in the art manifest")
-    images, keep = load_art_images(
-        [it.path for it in items], size=g.resolution, workers=max(1, cfg.image.num_workers)
+    latents, keep = painting_latents(
+        [it.path for it in items], size=g.image_size, cache_root=cache_root(cfg)
     )
     items = [items[i] for i in keep]
     labels = torch.tensor([EMOTIONS.index(it.label) if it.label else -1 for it in items])
-    conds = (
-        image_conditions(cfg, run_dir, joint, [it.path for it in items])
-        if g.condition == "image"
-        else None
-    )
+    points = image_conditions(cfg, run_dir, joint, [it.path for it in items])
     log.info(
-        "GAN training set: %d paintings (%d labelled), condition=%s",
+        "GAN training set: %d paintings (%d labelled) as TAEF2 latents %s",
         len(items),
         int((labels >= 0).sum()),
-        g.condition,
+        tuple(latents.shape[1:]),
     )
-    return items, images, labels, conds
-
-
-def _build_discriminator(cfg: Config, dev: torch.device, state: dict | None):
-    """``gan.discriminator``: the projected one on frozen Lite0 features, or the pixel ResNet."""
-    g = cfg.gan
-    if state is not None:  # a resume must rebuild the discriminator it saved
-        saved = state["config"]["gan"].get("discriminator", "resnet")
-        if saved != g.discriminator:
-            raise ValueError(
-                f"gan/last.pt was trained with gan.discriminator={saved!r}, the config says "
-                f"{g.discriminator!r}: set it back, or delete gan/last.pt to start over"
-            )
-    if g.discriminator == "resnet":
-        return Discriminator(g).to(dev), None
-    from sound2sight.models.image import load_image_encoder
-
-    lite0, _ = load_image_encoder(device=dev)
-    features = FeatureNet(lite0, size=g.d_input_size).to(dev)
-    return ProjectedDiscriminator(g, features).to(dev), features
+    return items, latents, labels, points
 
 
 def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) -> dict:
@@ -143,24 +128,34 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
     train_bank = audio_bank(joint, aud, splits=("train",))
     has_val = (aud["splits"] == "val").any()
     val_bank = audio_bank(joint, aud, splits=("val",)) if has_val else train_bank
-    items, images, labels, conds = _training_set(cfg, run_dir, joint)
-    by_class = {
-        c: torch.nonzero(labels == c).squeeze(1) for c in labels.unique().tolist() if c >= 0
-    }
+    items, latents, labels, points = training_paintings(cfg, run_dir, joint)
+    labelled = torch.nonzero(labels >= 0).squeeze(1)
+    gallery = points[labelled]  # what the pipeline's neighbours are drawn from
     ckpt = Checkpointer(out, cfg)
     state = ckpt.load_last() if resume else None
-    G, (D, features) = Generator(g).to(dev), _build_discriminator(cfg, dev, state)
+    if state is not None and state["config"]["gan"].get("image_size") != g.image_size:
+        raise ValueError(
+            f"{ckpt.last} was trained at gan.image_size={state['config']['gan'].get('image_size')}"
+            f", the config says {g.image_size}: set it back, or delete gan/last.pt to start over"
+        )
+    G, D = Generator(g), Discriminator(g)
+    G.whiten.fit(points)  # the instance lives in the small directions of the shared space
+    D.whiten.load_state_dict(G.whiten.state_dict())
+    G, D = G.to(dev), D.to(dev)
+    probe_acc = G.probe.fit(latents[labelled], labels[labelled].numpy())
+    log.info("latent emotion probe (candidate picking): training balanced accuracy %.3f", probe_acc)
     G_ema = make_ema(G)
-    projected = features is not None
-    betas = (0.0, 0.99) if projected else (0.0, 0.999)  # Projected GAN's / BigGAN's Adam betas
+    betas = (0.0, 0.99)
     opt_g = torch.optim.Adam(G.parameters(), lr=g.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(D.trainable() if projected else D.parameters(), lr=g.lr_d, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=g.lr_d, betas=betas)
     aug = DiffAugment(g.diffaugment)
     fixed_gen = torch.Generator().manual_seed(cfg.seed + 1)
     fixed_labels = torch.arange(len(EMOTIONS)).repeat_interleave(GRID_COLS)
     fixed_z = torch.randn(len(fixed_labels), g.z_dim, generator=fixed_gen)
-    fixed_c = train_bank.sample(fixed_labels, generator=fixed_gen)
-    hist = {k: [] for k in ("loss_d", "loss_g", "logit_real", "logit_fake", "guide_ce")}
+    fixed_c = inference_conditions(
+        train_bank.sample(fixed_labels, generator=fixed_gen), gallery, g, generator=fixed_gen
+    )
+    hist = {k: [] for k in ("loss_d", "loss_g", "logit_real", "logit_fake")}
     step, best_fd, best_step, wall, fd_history = 0, float("inf"), -1, 0.0, []
     if state is not None:
         ckpt.restore(state, G=G, G_ema=G_ema, D=D, opt_g=opt_g, opt_d=opt_d)
@@ -170,88 +165,40 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         wall, fd_history = state["wall_seconds"], list(state.get("fd_history", []))
         hist = {k: list(state["history"].get(k, [])) for k in hist}
         log.info("resuming GAN from step %d", step)
-    guide = None
-    if g.guidance > 0:
-        if not projected:
-            raise ValueError(
-                "gan.guidance needs gan.discriminator=projected (it reads its features); "
-                "with the resnet discriminator set gan.guidance=0"
-            )
-        guide = fit_guide(
-            features,
-            images,
-            labels,
-            aug,
-            torch.Generator().manual_seed(cfg.seed),
-            dev,
-            negatives=g.guide_negatives,
-        )
-    scorer = CheckpointFD(cfg, images, labels, items, val_bank, dev) if g.fd_samples > 0 else None
+    scorer = (
+        CheckpointFD(cfg, run_dir, items, labels, val_bank, gallery, dev)
+        if g.fd_samples > 0
+        else None
+    )
+    N, B = len(latents), g.batch_size
 
-    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if g.condition == "audio" and g.balanced:
-            cls = torch.tensor(sorted(by_class))[torch.randint(len(by_class), (n,), generator=gen)]
-            idx = torch.stack(
-                [
-                    by_class[int(k)][torch.randint(len(by_class[int(k)]), (1,), generator=gen)][0]
-                    for k in cls
-                ]
-            )
-        elif g.condition == "audio":
-            pool = torch.nonzero(labels >= 0).squeeze(1)
-            idx = pool[torch.randint(len(pool), (n,), generator=gen)]
-        else:
-            idx = torch.randint(len(images), (n,), generator=gen)
-        c = train_bank.sample(labels[idx], generator=gen) if conds is None else conds[idx]
-        return idx, c.to(dev)
-
-    def real(idx: torch.Tensor) -> torch.Tensor:
-        x = images[idx].to(dev).float() / 127.5 - 1.0  # (B, 3, R, R) in [-1, 1]
-        flip = (torch.rand(len(idx), generator=gen) < 0.5).to(dev)
-        return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    def draw(n: int) -> torch.Tensor:
+        return torch.randint(N, (n,), generator=gen)
 
     def noise(n: int) -> torch.Tensor:
         return torch.randn(n, g.z_dim, generator=gen).to(dev)
 
     def d_step() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        idx, c = batch(B)
+        idx, other = draw(B), draw(B)  # real pairs; a fake gets another painting's point
+        x_real, c_real = latents[idx].to(dev).float(), points[idx].to(dev)
+        c_fake = points[other].to(dev)
         with torch.no_grad():
-            fake = G(noise(B), c)  # (B, 3, R, R)
-            x_real, x_fake = aug(real(idx), generator=gen), aug(fake, generator=gen)
-            if projected:  # the frozen features need no gradient in D's step
-                x_real, x_fake = features(x_real), features(x_fake)
-        if projected:
-            d_real, d_fake = D(None, c, maps=x_real), D(None, c, maps=x_fake)
-            loss = projected_hinge(d_real, d_fake)
-            d_real, d_fake = (
-                torch.cat([t.flatten() for t in d_real]),
-                torch.cat([t.flatten() for t in d_fake]),
-            )
-        else:
-            d_real, d_fake = D(x_real, c), D(x_fake, c)
-            loss = loss_hinge_dis(d_real, d_fake)
+            fake = G(noise(B), c_fake)  # (B, 32, s, s)
+        d_real = D(aug(x_real, generator=gen), c_real)
+        d_fake = D(aug(fake, generator=gen), c_fake)
+        loss = loss_hinge_dis(d_real, d_fake)
         opt_d.zero_grad(set_to_none=True)
         loss.backward()
         opt_d.step()
         return loss, d_real.mean(), d_fake.mean()
 
-    def g_step() -> tuple[torch.Tensor, torch.Tensor]:
-        idx, c = batch(B)
-        x = aug(G(noise(B), c), generator=gen)
-        ce = torch.zeros((), device=dev)
-        if projected:
-            maps, pooled = features(x, pooled=True)
-            loss = projected_hinge(None, D(None, c, maps=maps))
-            y = labels[idx].to(dev)
-            if guide is not None and (y >= 0).any():  # unlabelled paintings (-1) get no guidance
-                ce = torch.nn.functional.cross_entropy(guide(pooled), y, ignore_index=-1)
-                loss = loss + g.guidance * ce
-        else:
-            loss = loss_hinge_gen(D(x, c))
+    def g_step() -> torch.Tensor:
+        c = points[draw(B)].to(dev)
+        loss = loss_hinge_gen(D(aug(G(noise(B), c), generator=gen), c))
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
-        return loss, ce
+        return loss
 
     def save(is_best: bool) -> None:
         ckpt.save(
@@ -271,15 +218,16 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
                 "history": hist,
                 "fd_history": fd_history,
                 "device": str(dev),
+                "n_train_images": N,
             },
             is_best=is_best,
         )
 
-    B = g.batch_size
     log.info(
-        "GAN: %s discriminator%s, %d steps of batch %d on %s",
-        g.discriminator,
-        f", emotion guidance {g.guidance:g}" if guide is not None else "",
+        "GAN: latent %s at %d px, %d paintings, %d steps of batch %d on %s",
+        tuple(latents.shape[1:]),
+        g.image_size,
+        N,
         g.steps,
         B,
         dev,
@@ -292,15 +240,14 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         D.train()
         for _ in range(g.d_steps):
             loss_d, logit_real, logit_fake = d_step()
-        loss_g, ce = g_step()
-        ema_update(G_ema, G, decay=min(g.ema, (1 + step) / (10 + step)))  # warm-up, then cfg.ema
+        loss_g = g_step()
+        ema_update(G_ema, G, decay=g.ema if step >= g.ema_start else 0.0)  # a copy until then
         step += 1
         for k, v in (
             ("loss_d", loss_d),
             ("loss_g", loss_g),
             ("logit_real", logit_real),
             ("logit_fake", logit_fake),
-            ("guide_ce", ce),
         ):
             hist[k].append(float(v.detach()))
         bar.update(1)
@@ -309,21 +256,19 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         if step % g.log_every == 0 and not done:  # progress for logs that are not a terminal
             rate = (time.perf_counter() - t_log) / max(step - start_step, 1)
             log.info(
-                "step %d/%d: loss D %.3f G %.3f%s, %.2f s/step, ~%.0f min left",
+                "step %d/%d: loss D %.3f G %.3f, %.2f s/step, ~%.0f min left",
                 step,
                 g.steps,
                 np.mean(hist["loss_d"][-g.log_every :]),
                 np.mean(hist["loss_g"][-g.log_every :]),
-                f", guide CE {np.mean(hist['guide_ce'][-g.log_every :]):.3f}" if guide else "",
                 rate,
                 rate * (g.steps - step) / 60,
             )
         if step % g.sample_every == 0 or done:
             G_ema.eval()
             with torch.no_grad():
-                x = G_ema(fixed_z.to(dev), fixed_c.to(dev))  # (3*cols, 3, R, R)
-            grid = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-            save_grid(grid, out / "samples" / f"step_{step:06d}.png", cols=GRID_COLS)
+                z = G_ema(fixed_z.to(dev), fixed_c.to(dev))  # (3*cols, 32, s, s)
+            save_grid(decode_latents(z), out / "samples" / f"step_{step:06d}.png", cols=GRID_COLS)
         if step % g.ckpt_every == 0 or done:
             wall += time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -354,8 +299,8 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         "best_step": best_step,
         "best_fd_effnet": None if best_fd == float("inf") else best_fd,
         "fd_history": [[int(s), float(f)] for s, f in fd_history],
-        "n_train_images": len(items),
-        "condition": g.condition,
-        "discriminator": g.discriminator,
-        "guidance": g.guidance,
+        "n_train_images": N,
+        "n_labelled": int(len(labelled)),
+        "image_size": g.image_size,
+        "latent_probe_train_balanced_accuracy": round(probe_acc, 4),
     }
