@@ -41,8 +41,6 @@ _MIN_SPEECH_MS = 250  # silero's default: shorter detected regions are dropped
 _TONE_MIN = 0.95  # a region whose frames hold more of their power in one peak is a sinusoid
 _HIGHPASS_HZ = 100.0  # the tone guard's high-pass (DC offset, mains hum, rumble)
 _LOW_BINS = 2  # FFT bins (31.25 Hz each) the tone guard ignores: 0 and 31 Hz
-_VAD_RMS = 0.05  # silero hears every clip at this RMS (benchmarks/speech_refusals.py)
-_VAD_MAX_GAIN = 10 ** (30 / 20)  # ... but a quiet one is raised by 30 dB at most
 
 _lock = threading.Lock()
 _model: _Silero | None = None
@@ -212,9 +210,6 @@ def speech_segments(
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim == 1 and wave.size:
         wave = wave - wave.mean(dtype=np.float64).astype(np.float32)  # a DC offset is no sound
-        rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
-        # one level for silero: it missed loud clips (CREMA-D "HI" takes) at their own level
-        wave = wave * np.float32(min(_VAD_RMS / max(rms, 1e-12), _VAD_MAX_GAIN))
     probs = _probabilities(wave, sample_rate)
     if probs.size == 0:
         return []
@@ -325,7 +320,7 @@ def extract_speech(
     >>> from sound2sight.synthetic import synth_voice
     >>> voice = synth_voice("happy", speaker=1, seed=0)  # 2.5 s, speech from 0.22 to 2.24 s
     >>> voice.shape, extract_speech(voice, name="voice.wav").shape
-    ((40000,), (34432,))
+    ((40000,), (35456,))
     >>> extract_speech(np.zeros(16000, dtype=np.float32), name="quiet.wav")
     Traceback (most recent call last):
     ...
