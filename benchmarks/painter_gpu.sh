@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The 256 px painter on one GPU (issue 20): H100-sized widths, <= 10 minutes of training, scored
-# exactly as the CPU row (benchmarks/painter.py: Lite2 FD/KID against the training paintings,
-# held-out reals and their TAEF2 reconstructions, diversity, held-out consistency, emotion reach).
+# The 256 px painter on one GPU (issue 20): H100-sized widths, sized for ~10 minutes of training (not yet
+# measured: no GPU was lent), scored exactly as the CPU row (benchmarks/painter.py: Lite2 FD/KID against
+# the training paintings, held-out reals and their TAEF2 reconstructions, diversity, consistency, reach).
 #
 #   SRC=runs/real0 bash benchmarks/painter_gpu.sh                  # on a machine with CUDA
-#   SRC=runs/real0 STEPS=4 DEVICE=cpu BATCH=4 G_CH=16 D_CH=16 N_PER_CLASS=4 N_FD=12 \
-#     OUT=/tmp/painter_gpu_smoke.json RUN=/tmp/painter_gpu_smoke bash benchmarks/painter_gpu.sh   # CPU smoke test
+#   SRC=runs/demo_t STEPS=4 DEVICE=cpu BATCH=4 G_CH=16 D_CH=16 N_PER_CLASS=4 N_FD=12 \
+#     OUT=/tmp/painter_gpu_smoke.json RUN=/tmp/painter_gpu_smoke bash benchmarks/painter_gpu.sh   # CPU smoke test (a demo run)
 #
 # SRC is a run directory with data/ (art manifest incl. the unlabelled paintings), align/, image/
 # and classifier/ (see BENCHMARKS.md > Paintings for how runs/real0 is built).  The paintings it
-# names must be readable where this runs; the TAEF2 latents are encoded there once (cached).
+# names must be readable where this runs; the TAEF2 latents are encoded there once at 256 px
+# (cached; ~0.2 s per painting on a 2-core CPU, far less on the GPU).
 # Widths 128/64 at batch 64: ~4x the CPU recipe's work per step at twice the side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
