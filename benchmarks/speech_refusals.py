@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     print("\nstill refused after the change (as recorded):")
     for r in refused["after"]["as recorded"]:
         print(f"  {r['clip']}: {r['reason']} (median peak share {r['median_peak_share']})")
+    listed = {  # every refusal of the kept code; a sample of any arm with over 200 of them
+        a: {k: v if len(v) <= 200 else v[:20] for k, v in by.items()} for a, by in refused.items()
+    }
     out = {
         "before_revision": args.before,
         "n_clips": len(clips),
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
         "undecodable": undecodable,
         "settings": {"vad_threshold": pc.vad_threshold, "min_speech": pc.min_speech},
         "summary": summary,
-        "refused": refused,
+        "refused": listed,
+        "note": "refused: every refusal, except arms with over 200 (their first 20; see summary)",
     }
     atomic_write_json(args.out, out)
     print(f"wrote {args.out}")
