@@ -114,6 +114,9 @@ def test_latent_probe_learns_and_travels_in_the_state_dict():
     assert torch.allclose(G.probe(lat), torch.full((60, 3), 1 / 3))  # unfitted: no preference
     assert G.probe.fit(lat, y) > 0.9
     assert (G.probe(lat).argmax(1).numpy() == y).mean() > 0.9
+    one = Generator(TINY).probe
+    assert np.isnan(one.fit(lat, np.zeros(60, int)))  # one emotion only: nothing to learn
+    assert torch.allclose(one(lat), torch.full((60, 3), 1 / 3))
     G2 = Generator(TINY)
     G2.load_state_dict(G.state_dict())
     assert torch.equal(G2.probe(lat), G.probe(lat))

@@ -169,10 +169,13 @@ class LatentProbe(nn.Module):
         return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
 
     def fit(self, latents: torch.Tensor, labels: np.ndarray, *, C: float = 0.1) -> float:
-        """Fit on labelled latents ``(N, C, h, w)``; returns training balanced accuracy."""
+        """Fit on labelled latents ``(N, C, h, w)``; returns training balanced accuracy
+        (NaN, and no fit, when the labels hold fewer than two emotions)."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import balanced_accuracy_score
 
+        if len(np.unique(labels)) < 2:  # nothing to tell apart: stays unfitted (equal odds)
+            return float("nan")
         s = self.stats(latents.float()).numpy()
         mean, std = s.mean(0), s.std(0) + 1e-6
         z = (s - mean) / std

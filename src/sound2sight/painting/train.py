@@ -302,5 +302,7 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         "n_train_images": N,
         "n_labelled": int(len(labelled)),
         "image_size": g.image_size,
-        "latent_probe_train_balanced_accuracy": round(probe_acc, 4),
+        "latent_probe_train_balanced_accuracy": None
+        if np.isnan(probe_acc)
+        else round(probe_acc, 4),
     }
