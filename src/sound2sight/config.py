@@ -31,6 +31,7 @@ __all__ = [
     "AlignConfig",
     "GANConfig",
     "VOICE_SECTIONS",
+    "voice_sections",
     "PipelineConfig",
     "Config",
     "ConfigError",
@@ -415,6 +416,15 @@ def validate(cfg: Config) -> Config:
 # the sections a voice model's checkpoint or card is read with: what the head was trained
 # with, nothing of the art stages (so a change to the painter never invalidates a voice model)
 VOICE_SECTIONS = ("seed", "device", "data", "audio", "classifier", "train", "tune")
+
+
+def voice_sections(data: dict) -> dict:
+    """The :data:`VOICE_SECTIONS` of a plain config mapping (the rest dropped).
+
+    >>> voice_sections({"audio": {}, "gan": {"resolution": 64}})
+    {'audio': {}}
+    """
+    return {k: v for k, v in data.items() if k in VOICE_SECTIONS}
 
 
 def config_from_dict(data: dict | None) -> Config:

@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 
 from sound2sight.config import (
-    VOICE_SECTIONS,
     Config,
     config_from_dict,
     config_to_dict,
     load_config,
+    voice_sections,
 )
 from sound2sight.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from sound2sight.labels import EMOTIONS
@@ -83,8 +83,7 @@ def _folder(name: str) -> Path:
 
 def voice_config(cfg: Config) -> dict:
     """The voice sections of ``cfg`` as a plain mapping (what a model card stores)."""
-    full = config_to_dict(cfg)
-    return {k: full[k] for k in VOICE_SECTIONS}
+    return voice_sections(config_to_dict(cfg))
 
 
 def load_card(name: str) -> dict:
@@ -105,7 +104,7 @@ def load_shipped(name: str = "voice-cremad-tiny"):
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     if digest != card["sha256"]:
         raise ValueError(f"{weights}: SHA-256 {digest[:16]}... differs from model.json's")
-    cfg = config_from_dict({k: v for k, v in card["config"].items() if k in VOICE_SECTIONS})
+    cfg = config_from_dict(voice_sections(card["config"]))
     head = build_classifier(cfg.classifier)
     head.load_state_dict(load_file(str(weights)))
     return head.eval(), cfg, card

@@ -19,7 +19,7 @@ import os
 import torch
 from torch import nn
 
-from sound2sight.config import VOICE_SECTIONS, AudioConfig, ClassifierConfig, config_from_dict
+from sound2sight.config import AudioConfig, ClassifierConfig, config_from_dict, voice_sections
 from sound2sight.labels import EMOTIONS
 
 __all__ = [
@@ -237,7 +237,7 @@ def load_classifier(
     state = safe_torch_load(path)
     if "model" not in state or "config" not in state:
         raise ValueError(f"{path}: not a classifier checkpoint (needs 'model' and 'config')")
-    cfg = config_from_dict({k: v for k, v in state["config"].items() if k in VOICE_SECTIONS})
+    cfg = config_from_dict(voice_sections(state["config"]))
     n_classes = len(state.get("labels", EMOTIONS))
     model = build_classifier(cfg.classifier, n_mels=cfg.audio.n_mels, n_classes=n_classes)
     model.load_state_dict(state["model"])

@@ -15,16 +15,14 @@ is a miss.  Unreadable files are skipped and reported, never fatal.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sound2sight.cache import FeatureCache
+from sound2sight.cache import FeatureCache, file_sha256
 from sound2sight.painting.taef2 import LATENT_CHANNELS, TAEF2_SHA256, encode_images
 
 __all__ = ["painting_latents"]
@@ -34,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def _key(path: str, size: int) -> str | None:
     try:
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        digest = file_sha256(path)
     except OSError as exc:
         log.warning("skipping %s: %s", path, exc)
         return None
@@ -51,6 +49,7 @@ def painting_latents(
     """float16 latents ``(N_ok, 32, size/8, size/8)`` of ``paths`` and the kept indices."""
     from sound2sight.painting.data import read_painting
 
+    side = size // 8
     cache = FeatureCache(cache_root, namespace="taef2-latents")
     keys = [_key(p, size) for p in paths]
     out: list[np.ndarray | None] = [None] * len(paths)
@@ -58,7 +57,7 @@ def painting_latents(
     for i, k in enumerate(keys):
         if k is not None:
             hit = cache.get(k)
-            if hit is not None and hit.shape == (LATENT_CHANNELS, size // 8, size // 8):
+            if hit is not None and hit.shape == (LATENT_CHANNELS, side, side):
                 out[i] = hit
             else:
                 todo.append(i)
@@ -81,7 +80,6 @@ def painting_latents(
         "TAEF2 latents @%dpx: %d paintings (%d from the cache, %d encoded, %d skipped)",
         *(size, len(keep), len(keep) - encoded, encoded, len(paths) - len(keep)),
     )
-    side = size // 8
     if not keep:
         return torch.zeros(0, LATENT_CHANNELS, side, side, dtype=torch.float16), keep
     return torch.from_numpy(np.stack([out[i] for i in keep])), keep
