@@ -7,9 +7,11 @@ trained on CREMA-D only) on the CREMA-D actors it never saw and on RAVDESS, TESS
 (never trained on), with each clip standardised by
 
 - ``none``: the statistics of the model's training frames (no calibration: one recording);
-- ``k other clips``: the statistics of ``k`` other clips of the same speaker, drawn at
-  random (any emotions, unlabelled; the clip itself excluded) — what
-  ``Sound2Sight.calibrate_to_speaker`` does with ``k`` recordings;
+- ``k other clips``: the plain statistics of ``k`` other clips of the same speaker, drawn
+  at random (any emotions, unlabelled; the clip itself excluded) — what
+  ``Sound2Sight.calibrate_to_speaker`` did with ``k`` recordings before issue 21 (it now
+  shrinks them towards the training statistics: ``benchmarks/voice_wild.py`` measures that,
+  with calibration sets of one emotion too);
 - ``all``: all of the speaker's clips including itself (the transductive SI protocol).
 
 For comparison it also scores the default shipped model (``voice-cremad-tiny``, no

@@ -243,3 +243,58 @@ def test_report_reads_as_a_summary_first(browser, tiny_run):
         _screenshot(pg, "report_full")
     finally:
         pg.close()
+
+
+@pytest.fixture(scope="module")
+def speaker_site(tiny_run):
+    """A real pipeline that can calibrate: ``tiny_run`` with the shipped speaker-normalised
+    voice head (the page calibrates from the third recording on, the default)."""
+    from sound2sight.pipeline import Sound2Sight
+    from sound2sight.pretrained import load_shipped
+    from test_web import running
+
+    pipe = Sound2Sight.from_run(tiny_run)
+    head, cfg, _ = load_shipped("voice-cremad-tiny-speaker")
+    pipe.classifier, pipe.cfg.classifier = head, cfg.classifier
+    with running(pipe) as (host, port):
+        yield f"http://{host}:{port}/"
+
+
+def _upload_and_wait(pg, path, n: int) -> str:
+    """Upload ``path`` as the session's ``n``-th recording; the voice line once it says so."""
+    pg.set_input_files("#file", str(path))
+    pg.wait_for_function(
+        "n => { const t = document.querySelector('#voice-state').textContent;"
+        " return t.includes(`(${n} recording`) || t.startsWith(`${n} recording`); }",
+        arg=n,
+        timeout=90_000,
+    )
+    assert pg.is_hidden("#error"), pg.inner_text("#error")
+    return pg.inner_text("#voice-state")
+
+
+def test_calibrated_to_your_voice_from_the_third_recording(browser, speaker_site):
+    from conftest import EXAMPLE_VOICES
+
+    clips = [p for p in EXAMPLE_VOICES if p.name.startswith("1009_")]  # one actor, 3 emotions
+    pg, other = _open(browser, speaker_site), _open(browser, speaker_site)
+    try:
+        assert pg.is_visible("#voice") and "memory" in pg.inner_text("#voice-notice")
+        assert pg.is_hidden("#calibrate-label")  # automatic: no checkbox to tick
+        assert "not calibrated" in _upload_and_wait(pg, clips[0], 1)
+        assert "not calibrated" in _upload_and_wait(pg, clips[1], 2)
+        third = _upload_and_wait(pg, clips[2], 3)
+        assert third == "Calibrated to your voice (3 recordings)."
+        _screenshot(pg, "web_calibrated")
+        # another browser (context) has its own session: nothing of this voice
+        assert "not calibrated" in _upload_and_wait(other, clips[0], 1)
+        # "forget my voice": back to nothing kept, and the next answer is uncalibrated
+        pg.click("#forget")
+        pg.wait_for_function(
+            "() => document.querySelector('#voice-state').textContent.includes('forgotten')"
+        )
+        assert "not calibrated" in _upload_and_wait(pg, clips[0], 1)
+        assert not pg.errors and not other.errors, (pg.errors, other.errors)
+    finally:
+        pg.context.close()
+        other.context.close()

@@ -35,7 +35,7 @@ def test_demo_paints_real_voices_with_the_shipped_model(tmp_path, capsys):
     assert "voice: Whisper tiny.en + head pretrained on CREMA-D" in out
     assert "art: procedural demo paintings" in out
     clf = json.loads((run / "classifier" / "metrics.json").read_text())
-    assert clf["pretrained"]["name"] == "voice-cremad-tiny" and clf["epochs_run"] == 0
+    assert clf["pretrained"]["name"] == "voice-cremad-tiny-speaker" and clf["epochs_run"] == 0
     assert clf["test"]["n"] > 0  # scored on the demo's own test speakers (real CREMA-D voices)
     manifest = (run / "data" / "audio_manifest.csv").read_text()
     assert "CREMA-D" in manifest and "synthetic" not in manifest

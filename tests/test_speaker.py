@@ -13,7 +13,15 @@ from sound2sight.audio import AudioError
 from sound2sight.config import Config
 from sound2sight.datasets.base import AudioItem
 from sound2sight.labels import EMOTIONS
-from sound2sight.speaker import speaker_stats, standardise, standardise_by_speaker
+from sound2sight.speaker import (
+    ShrinkPrior,
+    SpeakerStats,
+    calibrate,
+    shrink_prior,
+    speaker_stats,
+    standardise,
+    standardise_by_speaker,
+)
 from sound2sight.synthetic import synth_voice
 
 L, C = 5, 384  # tiny.en: conv embedding + 4 blocks, width 384
@@ -126,6 +134,20 @@ def test_pipeline_calibration_api(tiny_run, tmp_path, monkeypatch):
     calibrated = pipe(voice, sample_rate=16000, n_images=0, k=0).probabilities
     assert calibrated != own  # standardised by the speaker's statistics, not the training ones
     pipe.forget_speaker()
+    # per call, as the web page does: earlier results' raw features plus this recording
+    first = pipe(clips[0], sample_rate=16000, n_images=0, k=0)
+    assert first.calibrated_on == 0 and first.voice_features.dtype == np.float16
+    assert first.voice_features.ndim == 4 and first.voice_features.shape[1] == L
+    second = pipe(clips[1], sample_rate=16000, n_images=0, k=0)
+    earlier = [first.voice_features, second.voice_features]
+    third = pipe(voice, sample_rate=16000, n_images=0, k=0, speaker_recordings=earlier)
+    assert third.calibrated_on == 3 and third.probabilities != own
+    assert pipe.speaker is None  # a per-call calibration is not kept
+    raw = pipe(voice, sample_rate=16000, n_images=0, k=0).voice_features
+    pipe.speaker = pipe.speaker_from([*earlier, raw])  # the same statistics, kept this time
+    kept = pipe(voice, sample_rate=16000, n_images=0, k=0).probabilities
+    assert kept == pytest.approx(third.probabilities, abs=1e-6)
+    pipe.forget_speaker()
     again = pipe(voice, sample_rate=16000, n_images=0, k=0).probabilities
     assert again == pytest.approx(own)
     with pytest.raises(AudioError, match="calibration: no usable recording"):
@@ -184,3 +206,100 @@ def test_a_run_installs_the_shipped_speaker_model(tmp_path):
     shipped, _, _ = load_shipped("voice-cremad-tiny-speaker")
     assert model.cfg.speaker_norm
     assert torch.equal(model.population_mean, shipped.population_mean)
+    assert torch.equal(model.prior_lexical, shipped.prior_lexical)  # the calibration prior too
+
+
+def _one_emotion_prior_data(seed: int = 0):
+    """Six training speakers, 3 emotions x 6 clips: emotion k lifts channel k of layer 0 by
+    2; each speaker has a small offset of their own.  Layer 1 only carries the words."""
+    rng = np.random.default_rng(seed)
+    x, y, spk = [], [], []
+    for s in range(6):
+        offset = rng.normal(0, 0.3, (2, 1, 4))
+        for k in range(3):
+            for _ in range(6):
+                clip = rng.normal(0, 1, (2, 5, 4)) + offset
+                clip[0, :, k] += 2.0
+                x.append(clip)
+                y.append(k)
+                spk.append(f"s{s}")
+    return np.asarray(x, np.float32), np.asarray(y), spk
+
+
+def test_calibration_is_not_fooled_by_one_emotion_but_follows_a_new_microphone():
+    x, y, spk = _one_emotion_prior_data()
+    prior = shrink_prior(x, y, spk)
+    assert prior.emotion.shape == prior.lexical.shape == (2, 4)
+    assert prior.emotion[0, :3].min() > 5 * prior.emotion[1].max()  # emotions move layer 0 only
+    population = speaker_stats(x)
+    rng = np.random.default_rng(1)
+    angry = rng.normal(0, 1, (3, 2, 5, 4)).astype(np.float32)
+    angry[:, 0, :, 0] += 2.0  # three clips of one emotion from a speaker like the training ones
+    recs = [clip[None] for clip in angry]
+    plain = speaker_stats(angry)
+    got = calibrate(recs, population, prior)
+    assert got.n_clips == 3
+    # the emotion's lift is not taken for the speaker's voice: layer 0 stays at the population's
+    moved = abs(got.mean[0, 0] - population.mean[0, 0])
+    assert moved < 0.25 * abs(plain.mean[0, 0] - population.mean[0, 0])
+    # a new microphone: every channel of both layers shifted far beyond what emotions do
+    shifted = [r + 6.0 for r in recs]
+    far = calibrate(shifted, population, prior)
+    np.testing.assert_allclose(far.mean, speaker_stats(angry + 6.0).mean, atol=0.5)
+    # no prior (a head saved before it existed): the recordings' own statistics
+    own = calibrate(recs, population, None)
+    np.testing.assert_allclose(own.mean, plain.mean, atol=2e-3)  # the windows pass float16
+    with pytest.raises(ValueError, match="at least one recording"):
+        calibrate([], population, prior)
+    with pytest.raises(ValueError, match="labels and"):
+        shrink_prior(x, y[:-1], spk)
+
+
+def test_a_speaker_head_saves_its_prior_and_an_older_one_loads_without(tmp_path):
+    from sound2sight.config import ClassifierConfig
+    from sound2sight.models.emotion import build_classifier
+
+    cfg = ClassifierConfig(arch="whisper", encoder="tiny.en", speaker_norm=True)
+    head = build_classifier(cfg)
+    assert head.shrink_prior() is None  # zeros until training fills it
+    head.prior_emotion.fill_(0.5)
+    head.prior_lexical.fill_(2.0)
+    state = head.state_dict()
+    again = build_classifier(cfg)
+    again.load_state_dict(state)
+    prior = again.shrink_prior()
+    assert isinstance(prior, ShrinkPrior) and float(prior.lexical.mean()) == 2.0
+    old = {k: v for k, v in state.items() if not k.startswith("prior_")}  # before issue 21
+    older = build_classifier(cfg)
+    older.load_state_dict(old)  # strict: the missing prior is filled with zeros
+    assert older.shrink_prior() is None
+    assert isinstance(older.population_stats(), SpeakerStats)
+
+
+def test_shipped_speaker_model_carries_a_real_prior():
+    from sound2sight.pretrained import load_shipped
+
+    head, _, _ = load_shipped("voice-cremad-tiny-speaker")
+    prior = head.shrink_prior()
+    assert prior is not None and prior.emotion.shape == (L, C)
+    assert (prior.lexical > 0).all() and (prior.emotion > 0).all()
+    # emotions move a CREMA-D actor's clips less than their words and phrasing do
+    assert 0.02 < prior.emotion.sum() / prior.lexical.sum() < 1.0
+
+
+def test_utterance_norm_centres_each_clip_and_a_bad_value_is_named():
+    from sound2sight.config import ClassifierConfig, ConfigError, load_config
+    from sound2sight.models.emotion import build_classifier
+
+    with pytest.raises(ConfigError, match="classifier.utterance_norm='median'"):
+        load_config(overrides=["classifier.utterance_norm=median"])
+    # two clips whose every frame is one and the same vector: all "colour", nothing moving
+    flat = torch.randn(2, L, 1, C).expand(2, L, 7, C).contiguous()
+    outs = {}
+    for mode in ("", "mean", "meanstd"):
+        torch.manual_seed(0)
+        head = build_classifier(ClassifierConfig(arch="whisper", utterance_norm=mode)).eval()
+        outs[mode] = head(flat).detach().numpy()
+    assert not np.allclose(outs[""][0], outs[""][1], atol=1e-3)  # told apart by their colour
+    for mode in ("mean", "meanstd"):  # centred on their own mean: nothing left to tell apart
+        np.testing.assert_allclose(outs[mode][0], outs[mode][1], atol=1e-4)

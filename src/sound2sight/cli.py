@@ -222,7 +222,14 @@ def cmd_report(args) -> int:
 def cmd_serve(args) -> int:
     from sound2sight.web.serving import serve
 
-    serve(args.run, host=args.host, port=args.port, threads=args.threads, workers=args.workers)
+    serve(
+        args.run,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        workers=args.workers,
+        calibration=args.calibration,
+    )
     return 0
 
 
@@ -375,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="pipeline calls at once (model threads; default 1 = serialised)",
     )
     p.add_argument("--threads", type=positive_int, help="torch threads (default: CPU cores)")
+    p.add_argument(
+        "--calibration",
+        choices=["auto", "opt-in", "off"],
+        default="auto",
+        help="calibrate to a browser session's voice from its third recording: always "
+        "(default), when the page's checkbox asks, or never (speaker-normalised voice models)",
+    )
     p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser("export", help="export a run as a small self-contained bundle")

@@ -28,6 +28,7 @@ from sound2sight.calibration import decide
 from sound2sight.coherence import PaintingJudge, class_centroids, steer
 from sound2sight.config import Config
 from sound2sight.labels import EMOTIONS
+from sound2sight.speaker import SpeakerStats
 
 __all__ = ["Neighbour", "Result", "Sound2Sight", "save_result", "export_bundle"]
 
@@ -62,6 +63,10 @@ class Result:
         default_factory=list
     )  # the image-emotion probe's reading of each painting
     steered: float = 0.0  # share of the way the voice's point was moved to the decided emotion
+    calibrated_on: int = 0  # recordings of the speaker the voice was standardised by (0: none)
+    voice_features: np.ndarray | None = field(
+        default=None, repr=False
+    )  # (windows, layers, frames, channels) float16: the encoder's raw output for this recording
 
 
 class Sound2Sight:
@@ -236,20 +241,26 @@ class Sound2Sight:
         """Whether the voice model was trained on per-speaker standardised features."""
         return self.voice is not None and bool(self.classifier.cfg.speaker_norm)
 
-    def _per_speaker(self, feats: torch.Tensor) -> torch.Tensor:
-        """Standardise by the calibrated speaker (else by the statistics of the model's
+    def _per_speaker(self, feats: torch.Tensor, stats: SpeakerStats | None) -> torch.Tensor:
+        """Standardise by ``stats`` (a calibrated speaker; None: the statistics of the model's
         training frames) when the voice model was trained that way; else ``feats`` as is."""
         if not self.speaker_normalised:
             return feats
-        from sound2sight.speaker import SpeakerStats, standardise
+        from sound2sight.speaker import standardise
 
-        stats = self.speaker
-        if stats is None:
-            c = self.classifier
-            stats = SpeakerStats(
-                c.population_mean.cpu().numpy(), c.population_std.cpu().numpy(), 0, 0
-            )
+        stats = stats or self.classifier.population_stats()
         return torch.from_numpy(standardise(feats.cpu().numpy(), stats)).to(feats.device)
+
+    def speaker_from(self, recordings) -> SpeakerStats:
+        """A speaker's statistics from the raw voice features of several of their
+        recordings (each ``(windows, layers, frames, channels)``, e.g.
+        ``Result.voice_features``), estimated the way :func:`sound2sight.speaker.calibrate`
+        does: pulled towards the training frames' statistics as far as a few recordings'
+        own statistics are likely to be their emotions rather than their voice."""
+        from sound2sight.speaker import calibrate
+
+        c = self.classifier
+        return calibrate(list(recordings), c.population_stats(), c.shrink_prior())
 
     @torch.inference_mode()
     def calibrate_to_speaker(self, recordings, *, sample_rate: int | None = None):
@@ -261,9 +272,6 @@ class Sound2Sight:
         fails (silent, corrupt, ...) is skipped with a warning; none left is an error.
         :meth:`forget_speaker` undoes it.  Returns the :class:`~sound2sight.speaker.SpeakerStats`.
         """
-        from sound2sight.speaker import speaker_stats
-        from sound2sight.voice_cache import stack_features
-
         if not self.speaker_normalised:
             raise ValueError(
                 "this voice model was trained without classifier.speaker_norm=true: "
@@ -273,7 +281,7 @@ class Sound2Sight:
         for rec in recordings:
             try:
                 name, wave = self._speech(rec, sample_rate)
-                parts.extend(self._features(wave, name)[0].cpu().numpy())  # (L, T, C) windows
+                parts.append(self._features(wave, name)[0].cpu().numpy())  # (W, L, T, C)
             except (AudioError, OSError, ValueError) as err:
                 failed.append(str(err))
                 log.warning("calibration: skipped %s", err)
@@ -281,9 +289,9 @@ class Sound2Sight:
             raise AudioError(
                 f"calibration: no usable recording ({'; '.join(failed) or 'none given'})"
             )
-        self.speaker = speaker_stats(stack_features(parts))
+        self.speaker = self.speaker_from(parts)
         log.info(
-            "calibrated to a speaker: %d windows, %d frames", len(parts), self.speaker.n_frames
+            "calibrated to a speaker: %d recordings, %d frames", len(parts), self.speaker.n_frames
         )
         return self.speaker
 
@@ -301,6 +309,7 @@ class Sound2Sight:
         k: int | None = None,
         seed: int | None = 0,
         generator: torch.Generator | None = None,
+        speaker_recordings=None,
     ) -> Result:
         """Classify, embed, paint and find neighbours for one recording.
 
@@ -316,11 +325,24 @@ class Sound2Sight:
             Seeds the noise when ``generator`` is not given.
         generator : torch.Generator | None
             Explicit source of randomness for the GAN noise.
+        speaker_recordings : list of np.ndarray | None
+            The ``voice_features`` of earlier results of the same speaker: this recording is
+            then standardised by the statistics of those and itself (:meth:`speaker_from`)
+            instead of :meth:`calibrate_to_speaker`'s; ``Result.calibrated_on`` says how
+            many recordings that was.  Only for a speaker-normalised voice model.
         """
         t = {"start": time.perf_counter()}
         name, wave = self._speech(audio, sample_rate)
         feats, n_windows = self._features(wave, name)
-        feats = self._per_speaker(feats)
+        raw = None if self.voice is None else feats.cpu().numpy().astype(np.float16)
+        speaker, calibrated_on = self.speaker, 0 if self.speaker is None else self.speaker.n_clips
+        if raw is not None and self.speaker_normalised:
+            if speaker_recordings is not None:
+                speaker = self.speaker_from([*speaker_recordings, raw])
+                calibrated_on = len(speaker_recordings) + 1
+            elif speaker is None:  # this recording alone: shrunk, so a voice like the
+                speaker = self.speaker_from([raw])  # training ones keeps their statistics
+        feats = self._per_speaker(feats, speaker)
         t["features"] = time.perf_counter()
         logits, emb = self.classifier.logits_and_embedding(feats)  # (W, 3), (W, embed_dim)
         t_soft = getattr(self.classifier, "temperature", None)  # fitted on validation speakers
@@ -359,6 +381,8 @@ class Sound2Sight:
             provenance=dict(self.provenance),
             painted_emotions=painted,
             steered=shift,
+            calibrated_on=calibrated_on if self.speaker_normalised else 0,
+            voice_features=raw,
         )
 
     def _neighbour(self, i: int, score: float) -> Neighbour:

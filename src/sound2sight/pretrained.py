@@ -18,6 +18,12 @@ its training frames for use without a calibration.  Rebuild::
     python -m sound2sight.pretrained --data ../shared/data/audio \
         --out src/sound2sight/weights/voice-cremad-tiny-speaker --set classifier.speaker_norm=true
 
+The shipped one was trained before it learnt its calibration prior (how far a calibration on
+a few recordings may trust them, :func:`sound2sight.speaker.calibrate`); the prior was added
+to its unchanged weights, measured on its own training actors, by::
+
+    python -m sound2sight.pretrained --data ../shared/data/audio --add-prior voice-cremad-tiny-speaker
+
 A run uses it with ``--set classifier.pretrained=voice-cremad-tiny`` (the demo does):
 the classifier stage then installs the shipped head instead of training one, and scores
 it on the run's own test speakers.
@@ -154,10 +160,10 @@ def install_pretrained(cfg: Config, run_dir: str | Path) -> dict:
     items = [it for it in read_manifest(manifest, AudioItem) if it.split == "test"]
     if items:
         ok, x = load_voice_features(items, run_cfg, progress=False)
-        if scfg.classifier.speaker_norm:  # as in its training: each speaker's own statistics
-            from sound2sight.speaker import standardise_by_speaker
+        if scfg.classifier.speaker_norm:  # each clip as the pipeline reads one recording
+            from sound2sight.speaker import standardise_alone
 
-            x = standardise_by_speaker(x, [it.speaker for it in ok])
+            x = standardise_alone(x, head.population_stats(), head.shrink_prior())
         probs, _ = predict(head, x)
         y = np.array([EMOTIONS.index(it.label) for it in ok])
         metrics["test"] = classification_report(
@@ -233,10 +239,10 @@ def build_shipped(
         y = np.array([EMOTIONS.index(it.label) for it, s in zip(ok, sel, strict=True) if s])
         variants = {"": x[sel]}
         if cfg.classifier.speaker_norm:  # transductive: each speaker's own statistics ...
-            from sound2sight.speaker import SpeakerStats, standardise, standardise_by_speaker
+            from sound2sight.speaker import standardise, standardise_by_speaker
 
             who = [it.speaker for it, s in zip(ok, sel, strict=True) if s]
-            pop = SpeakerStats(head.population_mean.numpy(), head.population_std.numpy(), 0, 0)
+            pop = head.population_stats()
             variants = {
                 "": standardise_by_speaker(x[sel], who),
                 ", uncalibrated": standardise(x[sel], pop),  # ... or the training frames'
@@ -290,6 +296,53 @@ def build_shipped(
     return card
 
 
+def add_prior(name: str, data_root: str | Path) -> dict:
+    """Give a shipped speaker-normalised head that was trained before issue 21 its
+    :class:`~sound2sight.speaker.ShrinkPrior`, measured on the very training actors its card
+    names (CREMA-D only), the way training now measures it; the trained weights are kept
+    as they are.  Rewrites ``head.safetensors`` and the card's SHA-256."""
+    from safetensors.torch import save_file
+
+    from sound2sight.datasets import load_audio_corpus
+    from sound2sight.speaker import shrink_prior
+    from sound2sight.voice_cache import load_voice_features
+
+    head, cfg, card = load_shipped(name)
+    if not cfg.classifier.speaker_norm:
+        raise ValueError(f"{name}: not a speaker-normalised head (classifier.speaker_norm)")
+    train = set(card["data"]["speakers"]["train"])
+    items = [it for it in load_audio_corpus(data_root).items if it.label and it.speaker in train]
+    found = {it.speaker for it in items}
+    if found != train:
+        raise ValueError(f"{data_root}: {len(train - found)} of the card's training actors missing")
+    ok, x = load_voice_features(items, cfg)
+    prior = shrink_prior(x, [EMOTIONS.index(it.label) for it in ok], [it.speaker for it in ok])
+    state = {k: v.detach().contiguous().clone() for k, v in head.state_dict().items()}
+    state["prior_emotion"] = torch_from(prior.emotion)
+    state["prior_lexical"] = torch_from(prior.lexical)
+    folder = _folder(name)
+    tmp = folder / ".head.safetensors.tmp"
+    save_file(state, str(tmp))
+    weights = atomic_write_bytes(folder / "head.safetensors", tmp.read_bytes())
+    tmp.unlink()
+    card["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    card["prior"] = {
+        "command": f"python -m sound2sight.pretrained --data {data_root} --add-prior {name}",
+        "clips": len(ok),
+        "actors": len(found),
+        "emotion_share": float(prior.emotion.sum() / (prior.emotion.sum() + prior.lexical.sum())),
+    }
+    atomic_write_json(folder / "model.json", card)
+    log.info("%s: prior added from %d clips of %d actors", name, len(ok), len(found))
+    return card
+
+
+def torch_from(a: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(a, np.float32))
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m sound2sight.pretrained --data DIR [--out DIR] [--seed N]``."""
     ap = argparse.ArgumentParser(description="Rebuild the shipped CREMA-D voice model.")
@@ -305,8 +358,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="config override on top of the shipped recipe",
     )
+    ap.add_argument(
+        "--add-prior",
+        metavar="NAME",
+        default="",
+        help="only add the calibration prior to the shipped speaker-normalised head NAME",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.add_prior:
+        card = add_prior(args.add_prior, args.data)
+        print(f"{args.add_prior}: prior added, SHA-256 {card['sha256']}")
+        return 0
     card = build_shipped(args.data, args.out, seed=args.seed, overrides=args.set)
     for name, m in card["metrics"].items():
         print(

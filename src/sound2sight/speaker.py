@@ -8,10 +8,15 @@ speaker's timbre, microphone and room largely cancel.
 
 It is transductive: at test time the statistics come from the test speaker's own
 (unlabelled) clips, so it needs several recordings of one person.  The pipeline exposes it
-as :meth:`sound2sight.pipeline.Sound2Sight.calibrate_to_speaker`.  Without a calibration a
-speaker-normalised model uses the statistics of all its training frames, which the head
-keeps (``population_mean`` / ``population_std``): one recording's own statistics would be
-far worse, as its mean carries much of its emotion (measured in BENCHMARKS.md).
+as :meth:`sound2sight.pipeline.Sound2Sight.calibrate_to_speaker` (and per call, as the web
+page uses it); a few recordings are trusted only as far as :func:`calibrate` finds them
+unlike what emotions alone would do (below).  Without a calibration a
+speaker-normalised model standardises a recording by :func:`calibrate` of that recording
+alone: the statistics of all its training frames, which the head keeps
+(``population_mean`` / ``population_std``), unless the recording lies far beyond what an
+emotion does to a training speaker (another microphone, room or accent).  One recording's
+plain statistics would be far worse, as its mean carries much of its emotion (measured in
+BENCHMARKS.md).
 
 >>> x = np.zeros((2, 1, 3, 2), np.float16); x[:, :, :2] = [[[[1, 5], [3, 7]]]]
 >>> s = speaker_stats(x)
@@ -28,7 +33,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SpeakerStats", "speaker_stats", "standardise", "standardise_by_speaker"]
+__all__ = [
+    "ShrinkPrior",
+    "SpeakerStats",
+    "calibrate",
+    "shrink_prior",
+    "speaker_stats",
+    "standardise",
+    "standardise_alone",
+    "standardise_by_speaker",
+]
 
 MIN_STD = 1e-3  # floor for channels that do not move (and for the zero layers of "both")
 MAX_Z = 1e3  # standardised values are clipped here (float16 features overflow at 65504)
@@ -94,4 +108,135 @@ def standardise_by_speaker(features: np.ndarray, speakers: Sequence[str]) -> np.
     for key in np.unique(keys):
         rows = np.flatnonzero(keys == key)
         out[rows] = standardise(x[rows], speaker_stats(x[rows]))
+    return out
+
+
+# --- calibration that does not take a speaker's emotions for their voice -------------------
+#
+# A few recordings' own statistics carry the emotions the speaker happened to record: on three
+# angry clips, their anger becomes their "normal" voice and reads as neutral.  ``calibrate``
+# therefore trusts them only as far as they stand out from what emotions and words alone
+# would move: per layer, the speaker's mean frame is pulled towards the training population's
+# by the positive-part James-Stein weight ``w = max(0, 1 - sum_c noise_c / sum_c d_c^2)``,
+# where ``d`` is how far the recordings' mean lies from the population's and ``noise`` what
+# a speaker's own ``n`` clips scatter by (``ShrinkPrior``, measured on the training speakers):
+# an emotion's offset, which does not average out when every clip has the same emotion, plus
+# the words' share divided by ``n``.  A voice like the training speakers' (whose deviation is
+# about the noise) stays near the population's statistics; a new microphone, room or accent
+# (a deviation far beyond it) gets almost its own.  Both moments are blended with ``w``.
+
+
+@dataclass(frozen=True)
+class ShrinkPrior:
+    """How much one speaker's clip means scatter, per layer and channel ``(L, C)``:
+    ``emotion`` = the mean squared offset of an emotion's mean clip from the speaker's mean,
+    ``lexical`` = the variance of clip means within one speaker and emotion."""
+
+    emotion: np.ndarray
+    lexical: np.ndarray
+
+    def noise(self, n_clips: int) -> np.ndarray:
+        """Expected squared deviation of ``n_clips`` clips' mean from the speaker's mean when
+        they may all share one emotion."""
+        return self.emotion.astype(np.float64) + self.lexical.astype(np.float64) / max(n_clips, 1)
+
+
+def _clip_means(x: np.ndarray, *, chunk: int = 256) -> np.ndarray:
+    """``(N, L, C)``: each clip's mean valid frame (``chunk`` clips at a time)."""
+    out = np.zeros((len(x), x.shape[1], x.shape[3]))
+    for s in range(0, len(x), chunk):
+        part = x[s : s + chunk]
+        valid = _valid(part)[:, None, :, None]
+        total = np.where(valid, part.astype(np.float32), 0.0).sum(2, dtype=np.float64)
+        out[s : s + chunk] = total / np.maximum(valid.sum(2), 1)
+    return out
+
+
+def shrink_prior(
+    features: np.ndarray, labels: Sequence[int], speakers: Sequence[str]
+) -> ShrinkPrior:
+    """:class:`ShrinkPrior` of labelled training clips ``(N, L, T, C)`` of several speakers
+    (an emotion with fewer than two clips of a speaker is left out for that speaker).
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(40, 1, 6, 2)).astype(np.float32)
+    >>> x[::2, :, :, 0] += 3  # channel 0 moves with the emotion, channel 1 does not
+    >>> p = shrink_prior(x, [0, 1] * 20, ["a"] * 20 + ["b"] * 20)
+    >>> bool(p.emotion[0, 0] > 1 > 0.1 > p.emotion[0, 1])
+    True
+    """
+    x = np.asarray(features)
+    y, keys = np.asarray(labels), np.asarray(list(speakers))
+    if len(y) != len(x) or len(keys) != len(x):
+        raise ValueError(f"{len(y)} labels and {len(keys)} speakers for {len(x)} clips")
+    means = _clip_means(x)
+    emotion, lexical = [], []
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        centre = means[rows].mean(0)
+        for k in np.unique(y[rows]):
+            m = means[rows[y[rows] == k]]
+            if len(m) > 1:
+                emotion.append(np.square(m.mean(0) - centre))
+                lexical.append(m.var(0, ddof=1))
+    if not emotion:
+        raise ValueError("a shrinkage prior needs a speaker with two clips of one emotion")
+    return ShrinkPrior(
+        np.mean(emotion, axis=0).astype(np.float32), np.mean(lexical, axis=0).astype(np.float32)
+    )
+
+
+def calibrate(
+    recordings: Sequence[np.ndarray], population: SpeakerStats, prior: ShrinkPrior | None
+) -> SpeakerStats:
+    """One speaker's statistics from the raw features of their ``recordings`` (each
+    ``(windows, L, T, C)``), shrunk towards ``population`` by ``prior`` (see above; None:
+    the recordings' own statistics, as a head trained before the prior existed does).
+
+    >>> pop = SpeakerStats(np.zeros((1, 2), np.float32), np.ones((1, 2), np.float32), 0, 0)
+    >>> prior = ShrinkPrior(np.full((1, 2), 0.5, np.float32), np.ones((1, 2), np.float32))
+    >>> near = [np.full((1, 1, 4, 2), 0.5, np.float16)] * 3  # within the noise: population
+    >>> calibrate(near, pop, prior).mean.tolist()
+    [[0.0, 0.0]]
+    >>> far = [np.full((1, 1, 4, 2), 8.0, np.float16)] * 3  # far beyond it: mostly its own
+    >>> float(calibrate(far, pop, prior).mean[0, 0])  # w = 1 - (0.5 + 1/3) / 64
+    7.8958...
+    """
+    if not recordings:
+        raise ValueError("calibration needs at least one recording")
+    from sound2sight.voice_cache import stack_features
+
+    windows = [w for rec in recordings for w in np.asarray(rec)]
+    own = speaker_stats(stack_features(windows))
+    own = SpeakerStats(own.mean, own.std, len(recordings), own.n_frames)
+    if prior is None:
+        return own
+    d2 = np.square(own.mean.astype(np.float64) - population.mean)  # (L, C)
+    noise = prior.noise(len(recordings))
+    w = np.clip(1.0 - noise.sum(-1) / np.maximum(d2.sum(-1), 1e-12), 0.0, 1.0)[:, None]  # (L, 1)
+    m_s, m_p = own.mean.astype(np.float64), population.mean.astype(np.float64)
+    q_s = np.square(own.std.astype(np.float64)) + np.square(m_s)  # second moments
+    q_p = np.square(population.std.astype(np.float64)) + np.square(m_p)
+    mean = w * m_s + (1 - w) * m_p
+    std = np.sqrt(np.maximum(w * q_s + (1 - w) * q_p - np.square(mean), 0.0))
+    return SpeakerStats(
+        mean.astype(np.float32),
+        np.maximum(std, MIN_STD).astype(np.float32),
+        own.n_clips,
+        own.n_frames,
+    )
+
+
+def standardise_alone(
+    features: np.ndarray, population: SpeakerStats, prior: ShrinkPrior | None
+) -> np.ndarray:
+    """``features`` ``(N, L, T, C)`` with each clip standardised as the pipeline reads one
+    recording without a calibration: by :func:`calibrate` of that clip alone (the training
+    frames' statistics when there is no ``prior``)."""
+    x = np.asarray(features)
+    if prior is None:
+        return standardise(x, population)
+    out = np.empty_like(x)
+    for i in range(len(x)):
+        out[i] = standardise(x[i : i + 1], calibrate([x[i : i + 1]], population, prior))[0]
     return out

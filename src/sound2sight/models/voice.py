@@ -128,6 +128,13 @@ class _Head(nn.Module):
         self.out = nn.Linear(cfg.embed_dim, n_classes)
 
 
+def _absent_prior(module, state_dict, prefix, *args) -> None:
+    """A speaker-normalised head saved before it learnt a ShrinkPrior loads with zeros."""
+    for name in ("prior_emotion", "prior_lexical"):
+        if prefix + "population_mean" in state_dict and prefix + name not in state_dict:
+            state_dict[prefix + name] = torch.zeros_like(state_dict[prefix + "population_mean"])
+
+
 class WhisperHeadClassifier(nn.Module):
     """Voice features ``(B, L, T, C)`` -> logits ``(B, n_classes)``; ``embed`` -> ``(B, embed_dim)``.
 
@@ -162,6 +169,27 @@ class WhisperHeadClassifier(nn.Module):
             shape = (max(n for n, _ in self.groups), channels)  # statistics of training frames
             self.register_buffer("population_mean", torch.zeros(shape))
             self.register_buffer("population_std", torch.ones(shape))
+            # how one training speaker's clips scatter (ShrinkPrior): how far a calibration
+            # trusts a few recordings; zeros = unknown (a checkpoint saved before it existed)
+            self.register_buffer("prior_emotion", torch.zeros(shape))
+            self.register_buffer("prior_lexical", torch.zeros(shape))
+            self._register_load_state_dict_pre_hook(_absent_prior, with_module=True)
+
+    def population_stats(self):
+        """The training frames' :class:`~sound2sight.speaker.SpeakerStats` (speaker_norm)."""
+        from sound2sight.speaker import SpeakerStats
+
+        mean, std = self.population_mean.cpu().numpy(), self.population_std.cpu().numpy()
+        return SpeakerStats(mean, std, 0, 0)
+
+    def shrink_prior(self):
+        """The :class:`~sound2sight.speaker.ShrinkPrior` learnt with the head, or None."""
+        from sound2sight.speaker import ShrinkPrior
+
+        lexical = getattr(self, "prior_lexical", None)  # absent: trained without speaker_norm
+        if lexical is None or not bool((lexical > 0).any()):
+            return None
+        return ShrinkPrior(self.prior_emotion.cpu().numpy(), self.prior_lexical.cpu().numpy())
 
     def layer_weights(self) -> list[torch.Tensor]:
         """Softmax weight of each selected layer, one tensor per encoder."""
@@ -176,7 +204,16 @@ class WhisperHeadClassifier(nn.Module):
             h = F.layer_norm(h, (c,))  # each layer's frames standardised
             mixed.append(torch.einsum("bltc,l->btc", h, w))  # (B, T, c)
             off += c
-        return self.pool(torch.cat(mixed, dim=-1), mask)  # (B, 2C)
+        h = torch.cat(mixed, dim=-1)  # (B, T, C)
+        if self.cfg.utterance_norm:  # each clip relative to its own mean (and spread)
+            m = mask[..., None].float()
+            n = m.sum(1, keepdim=True).clamp_min(1.0)
+            mean = (h * m).sum(1, keepdim=True) / n
+            h = h - mean
+            if self.cfg.utterance_norm == "meanstd":
+                h = h / ((h.square() * m).sum(1, keepdim=True) / n).sqrt().clamp_min(1e-3)
+            h = h * m
+        return self.pool(h, mask)  # (B, 2C)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate embedding ``(B, embed_dim)`` (non-negative, after ReLU)."""

@@ -269,10 +269,15 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
         raise ValueError("no rows with split == 'train' to train on")
     population = None  # speaker_norm: statistics of all training frames (the uncalibrated case)
     if whisper and cfg.classifier.speaker_norm:  # transductive: test speakers' own statistics
-        from sound2sight.speaker import speaker_stats, standardise_by_speaker
+        from sound2sight.speaker import shrink_prior, speaker_stats, standardise_by_speaker
 
         population = speaker_stats(mels[tr])
         speakers = [it.speaker for it in items]  # corpus-prefixed ids
+        try:  # how far a later calibration may trust a few recordings of one speaker
+            prior = shrink_prior(mels[tr], y_all[tr], [speakers[i] for i in tr])
+        except ValueError as err:  # too few clips: calibrations use plain statistics
+            prior = None
+            log.warning("no shrinkage prior for calibration: %s", err)
         mels = standardise_by_speaker(mels, speakers)
         log.info("features standardised per speaker (%d speakers)", len(set(speakers)))
     log.info(
@@ -294,6 +299,9 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
     if population is not None:
         model.population_mean.copy_(torch.from_numpy(population.mean))
         model.population_std.copy_(torch.from_numpy(population.std))
+        if prior is not None:
+            model.prior_emotion.copy_(torch.from_numpy(prior.emotion))
+            model.prior_lexical.copy_(torch.from_numpy(prior.lexical))
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
     )

@@ -158,6 +158,10 @@ def audio_embeddings(
         vcfg = copy.deepcopy(cfg)
         vcfg.audio, vcfg.classifier = audio_cfg, model.cfg
         ok, inputs = load_voice_features(items, vcfg, progress=False)  # (N, L, T, C)
+        if model.cfg.speaker_norm:  # each clip as the pipeline reads one recording
+            from sound2sight.speaker import standardise_alone
+
+            inputs = standardise_alone(inputs, model.population_stats(), model.shrink_prior())
     probs, emb = predict(model, inputs, batch_size=256)  # (N, 3), (N, E)
     arrays = {
         "paths": np.array([it.path for it in ok], dtype=str),

@@ -8,11 +8,19 @@ Routes
     The page's script and style sheet (only files shipped in ``web/static``).
 ``GET /health``
     ``{"status": "ok", "served", "errors"}`` plus the :class:`Limits` (the page reads them).
-``POST /api/paint?n=4&k=8&seed=0``
+``POST /api/paint?n=4&k=8&seed=0&session=ID&calibrate=true``
     Body: the raw bytes of an audio file, or ``multipart/form-data`` with field ``audio``.
     Answers :func:`~sound2sight.web.payload.result_to_json`: emotion, probabilities,
     ``uncertain``, images, neighbours (with artist and title), ``image_neighbours``,
-    provenance, timings; images are ``data:image/png;base64,...`` URLs.
+    provenance, timings; images are ``data:image/png;base64,...`` URLs.  With a
+    ``session``, the recording's voice features join that session and, from the
+    ``Limits.calibrate_from``-th recording on, the answer is calibrated to the speaker
+    (always with ``Limits.calibration="auto"``, the default; when asked with
+    ``calibrate=true`` with ``"opt-in"``); ``"calibration"`` in the answer says what was done.
+``POST /api/session``, ``DELETE /api/session/<id>``
+    A new random session id (and how calibration works here); forget a session's voice.
+    Sessions live in server memory only (:mod:`sound2sight.web.sessions`), never on disk,
+    and are dropped after ``Limits.session_minutes`` without a request.
 ``GET /docs``, ``GET /openapi.json``
     FastAPI's interactive documentation and the OpenAPI schema.
 
@@ -53,13 +61,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sound2sight.web.gate import Stats, UploadGate
 from sound2sight.web.payload import clean_message, probe_seconds, result_to_json
+from sound2sight.web.sessions import SESSION_ID, VoiceSessions
 
 __all__ = ["Limits", "create_app", "result_to_json"]
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-QUERY_KEYS = ("n", "k", "seed")
+QUERY_KEYS = ("n", "k", "seed", "session", "calibrate")
+CALIBRATION_MODES = ("auto", "opt-in", "off")
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,21 @@ class Limits:
     workers: int = 1  # pipeline calls at once (threads of the model pool); 1 = serialised
     max_in_flight: int = 32  # paint requests accepted at once (queued + running); more: 503
     request_timeout: float = 30.0  # seconds a client may stall mid-body: then 400
+    # speaker calibration of a browser session: "auto" (from the calibrate_from-th recording
+    # on), "opt-in" (when the page's checkbox asks) or "off".  Auto because it was measured to
+    # help on average and to cost at most 0.013 even when every recording has one emotion
+    # (benchmarks/voice_wild.py, BENCHMARKS.md › Voices in the wild)
+    calibration: str = "auto"
+    calibrate_from: int = 3  # recordings of a session (this one included) before calibrating
+    session_minutes: float = 30.0  # a session's voice is forgotten after this long idle
+
+    def __post_init__(self) -> None:
+        if self.calibration not in CALIBRATION_MODES:
+            raise ValueError(
+                f"calibration: {self.calibration!r} is not one of {', '.join(CALIBRATION_MODES)}"
+            )
+        if self.calibrate_from < 1 or self.session_minutes <= 0:
+            raise ValueError("calibrate_from and session_minutes must be positive")
 
 
 def _state(request: Request):
@@ -86,20 +111,43 @@ def reject_unknown_query(request: Request) -> None:
     """Dependency: a query key other than ``n``, ``k``, ``seed`` is a 400, not ignored."""
     for key in request.query_params:
         if key not in QUERY_KEYS:
-            raise HTTPException(400, f"unknown query parameter {key[:40]!r} (use n, k, seed)")
+            raise HTTPException(
+                400, f"unknown query parameter {key[:40]!r} (use {', '.join(QUERY_KEYS)})"
+            )
 
 
 LimitsDep = Annotated[Limits, Depends(get_limits)]
 
 
-def _paint_now(pipeline, data: bytes, limits: Limits, kwargs: dict[str, int]) -> dict[str, Any]:
-    """Runs in the model pool: probe, paint, encode the answer (PNG encoding included)."""
+def _calibration_available(pipeline) -> bool:
+    """Whether ``pipeline`` can calibrate to a speaker (a speaker-normalised voice model)."""
+    return bool(getattr(pipeline, "speaker_normalised", False))
+
+
+def _paint_now(
+    pipeline,
+    data: bytes,
+    limits: Limits,
+    kwargs: dict[str, int],
+    session: tuple[VoiceSessions, str, bool] | None = None,
+) -> dict[str, Any]:
+    """Runs in the model pool: probe, paint, encode the answer (PNG encoding included).
+    ``session``: (store, id, calibration asked for) of a browser session."""
     from sound2sight.audio import AudioError
 
     seconds = probe_seconds(data)
     if seconds > limits.max_seconds:
         raise AudioError(f"upload: {seconds:.1f} s long, over the {limits.max_seconds:g} s limit")
     t0 = time.perf_counter()
+    earlier: list = []
+    use = False
+    if session is not None and _calibration_available(pipeline):
+        store, sid, asked = session
+        earlier = store.recordings(sid)
+        wanted = limits.calibration == "auto" or (limits.calibration == "opt-in" and asked)
+        use = wanted and len(earlier) + 1 >= limits.calibrate_from
+        if use:
+            kwargs = {**kwargs, "speaker_recordings": earlier}
     result = pipeline(data, **kwargs)
     log.info(
         "painted %.1f s of audio: %s in %.0f ms",
@@ -109,6 +157,18 @@ def _paint_now(pipeline, data: bytes, limits: Limits, kwargs: dict[str, int]) ->
     )
     payload = result_to_json(result)
     payload["seconds"] = round(seconds, 3)
+    if session is not None:
+        held = len(earlier)
+        keep = _calibration_available(pipeline) and limits.calibration != "off"
+        if keep and result.voice_features is not None:  # "off": no voice is kept at all
+            held = session[0].add(session[1], result.voice_features)
+        payload["calibration"] = {
+            "available": _calibration_available(pipeline),
+            "mode": limits.calibration,
+            "calibrate_from": limits.calibrate_from,
+            "recordings": held,  # this session's recordings kept, this one included
+            "calibrated_on": int(result.calibrated_on) if use else 0,
+        }
     return payload
 
 
@@ -137,6 +197,17 @@ async def paint(
     n: Annotated[int, Query(ge=0, le=16, description="paintings to generate")] = 4,
     k: Annotated[int, Query(ge=0, le=32, description="nearest artworks to return")] = 8,
     seed: Annotated[int, Query(ge=0, le=2**31 - 1, description="seeds the painting noise")] = 0,
+    session: Annotated[
+        str | None,
+        Query(
+            pattern=SESSION_ID.pattern,
+            description="a browser session's id (POST /api/session): its voice is kept in "
+            "server memory to calibrate to the speaker",
+        ),
+    ] = None,
+    calibrate: Annotated[
+        bool, Query(description="with 'opt-in' calibration: calibrate to the session's voice")
+    ] = False,
     audio: Annotated[
         UploadFile | None,
         File(description="the recording (WAV, FLAC, OGG, MP3); or send it as the raw body"),
@@ -154,7 +225,9 @@ async def paint(
     if not data:
         raise HTTPException(422, "empty upload (0 bytes): send an audio file")
     state = _state(request)
-    job = partial(_paint_now, state.pipeline, data, limits, {"n_images": n, "k": k, "seed": seed})
+    kwargs = {"n_images": n, "k": k, "seed": seed}
+    voice = None if session is None else (state.sessions, session, calibrate)
+    job = partial(_paint_now, state.pipeline, data, limits, kwargs, voice)
     try:
         return await asyncio.get_running_loop().run_in_executor(state.pool, job)
     except AudioError as exc:
@@ -162,6 +235,30 @@ async def paint(
     except Exception:  # any bug: log it, answer 500, keep serving
         log.exception("POST /api/paint failed")
         raise HTTPException(500, "internal server error (logged on the server)") from None
+
+
+async def new_session(request: Request, limits: LimitsDep) -> dict[str, Any]:
+    """A new browser session: its recordings' voice features stay in server memory (never
+    on disk) to calibrate to the speaker, until forgotten or idle for ``session_minutes``."""
+    state = _state(request)
+    return {
+        "session": state.sessions.new(),
+        "calibration": {
+            "available": _calibration_available(state.pipeline),
+            "mode": limits.calibration,
+            "calibrate_from": limits.calibrate_from,
+            "recordings": 0,
+            "calibrated_on": 0,
+        },
+        "forget_after_minutes": limits.session_minutes,
+    }
+
+
+async def forget_session(request: Request, session_id: str) -> dict[str, Any]:
+    """Forget a session's voice now (the page's "forget my voice")."""
+    if not SESSION_ID.match(session_id):
+        raise HTTPException(400, "a session id is 22-64 letters, digits, '-' or '_'")
+    return {"forgotten": _state(request).sessions.forget(session_id)}
 
 
 async def health(request: Request, limits: LimitsDep) -> dict[str, Any]:
@@ -223,6 +320,7 @@ def create_app(pipeline, limits: Limits | None = None) -> FastAPI:
     )
     app.state.pipeline, app.state.limits, app.state.pool = pipeline, limits, pool
     app.state.stats = Stats()
+    app.state.sessions = VoiceSessions(ttl=limits.session_minutes * 60.0)
     app.add_middleware(UploadGate, limits=limits, stats=app.state.stats)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -237,6 +335,8 @@ def create_app(pipeline, limits: Limits | None = None) -> FastAPI:
         responses=PAINT_RESPONSES,
         openapi_extra=RAW_BODY,  # besides the form: the file's bytes as the whole body
     )
+    app.add_api_route("/api/session", new_session, methods=["POST"])
+    app.add_api_route("/api/session/{session_id}", forget_session, methods=["DELETE"])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

@@ -81,6 +81,7 @@ def make_server(
     workers: int = 1,
     max_in_flight: int = 32,
     request_timeout: float = 30.0,
+    calibration: str = "auto",
 ) -> PaintServer:
     """Build (not start) the server; run it with ``serve_forever()``.
 
@@ -102,6 +103,9 @@ def make_server(
         Paint requests accepted at once (queued and running); more get 503.
     request_timeout : float > 0
         Seconds a client may stall mid-body before it gets 400.
+    calibration : "auto" | "opt-in" | "off"
+        Speaker calibration of a browser session (a speaker-normalised voice model only):
+        always from the third recording, when the page's checkbox asks, or never.
     """
     limits = Limits(
         max_upload_bytes=int(max_upload_bytes),
@@ -109,6 +113,7 @@ def make_server(
         workers=int(workers),
         max_in_flight=int(max_in_flight),
         request_timeout=float(request_timeout),
+        calibration=calibration,
     )
     return PaintServer(create_app(pipeline, limits), host=host, port=port)
 

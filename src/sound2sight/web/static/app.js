@@ -10,6 +10,7 @@ const $ = (id) => document.getElementById(id);
 let limits = { max_upload_bytes: 10e6, max_seconds: 60 };
 let recorder = null; // {media, stream, chunks, started, timer}
 let takeUrl = null; // object URL of the last recording (revoked when replaced)
+let voice = null; // this browser session: {session, calibration: {available, mode, ...}}
 
 function showStatus(text) {
   $("status-text").textContent = text;
@@ -149,6 +150,10 @@ async function paint(blob, what) {
     return;
   }
   const q = new URLSearchParams({ n: $("n").value || 4, k: $("k").value || 8, seed: $("seed").value || 0 });
+  if (voice && voice.calibration.available) {
+    q.set("session", voice.session);
+    if (voice.calibration.mode === "opt-in" && $("calibrate").checked) q.set("calibrate", "true");
+  }
   setBusy(true);
   showStatus(`Listening to the ${what} and painting…`);
   try {
@@ -164,6 +169,10 @@ async function paint(blob, what) {
       return;
     }
     render(body);
+    if (body.calibration && voice) {
+      voice.calibration = body.calibration;
+      renderVoice();
+    }
   } catch (err) {
     showError("Could not reach the server: " + (err && err.message ? err.message : err));
   } finally {
@@ -252,6 +261,54 @@ function render(r) {
   $("result").hidden = false;
 }
 
+// ---- this browser session's voice (speaker calibration)
+function renderVoice() {
+  const c = voice ? voice.calibration : null;
+  $("voice").hidden = !(c && c.available && c.mode !== "off");
+  if ($("voice").hidden) return;
+  $("calibrate-label").hidden = c.mode !== "opt-in";
+  $("calibrate-hint").textContent = `(from the ${ordinal(c.calibrate_from)} recording on)`;
+  const n = c.recordings;
+  let text;
+  if (c.calibrated_on > 0) {
+    text = `Calibrated to your voice (${c.calibrated_on} recording${c.calibrated_on === 1 ? "" : "s"}).`;
+  } else if (n === 0) {
+    text = "No recording of your voice is kept.";
+  } else {
+    text = `${n} recording${n === 1 ? "" : "s"} of your voice kept; not calibrated` +
+      (c.mode === "opt-in" && !$("calibrate").checked ? " (tick “calibrate to my voice”)." :
+        n + 1 < c.calibrate_from ? ` until the ${ordinal(c.calibrate_from)}.` : ".");
+  }
+  $("voice-state").textContent = text;
+  $("voice-state").classList.toggle("calibrated", c.calibrated_on > 0);
+}
+
+function ordinal(n) {
+  return n === 1 ? "first" : n === 2 ? "second" : n === 3 ? "third" : `${n}th`;
+}
+
+async function newSession() {
+  try {
+    const resp = await fetch("/api/session", { method: "POST" });
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    voice = await resp.json();
+    $("forget-minutes").textContent = Math.round(voice.forget_after_minutes);
+  } catch (e) {
+    voice = null; // the page still works, uncalibrated
+  }
+  renderVoice();
+}
+
+async function forgetVoice() {
+  if (!voice) return;
+  const old = voice.session;
+  try {
+    await fetch(`/api/session/${encodeURIComponent(old)}`, { method: "DELETE" });
+  } catch (e) { /* a new session forgets it anyway: the old id is never sent again */ }
+  await newSession();
+  if (voice) $("voice-state").textContent = "Your voice was forgotten: no recording of it is kept.";
+}
+
 // ---- wiring
 window.addEventListener("DOMContentLoaded", async () => {
   $("file").addEventListener("change", async (e) => {
@@ -262,6 +319,9 @@ window.addEventListener("DOMContentLoaded", async () => {
     await paint(file, `file “${file.name}”`);
   });
   $("record").addEventListener("click", () => (recorder ? stopRecording() : startRecording()));
+  $("forget").addEventListener("click", forgetVoice);
+  $("calibrate").addEventListener("change", renderVoice);
+  newSession();
   try {
     const h = await (await fetch("/health")).json();
     limits = h;
