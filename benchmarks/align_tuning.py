@@ -57,10 +57,10 @@ def load_fold(run: Path, cfg) -> dict:
     from sound2sight.cache import build_mel_cache
     from sound2sight.datasets.base import AudioItem, read_manifest
     from sound2sight.labels import EMOTIONS
-    from sound2sight.models.emotion import load_classifier
     from sound2sight.train.align import audio_embeddings
     from sound2sight.train.common import cache_root
     from sound2sight.train.features import load_npz
+    from sound2sight.voice.classifier import load_classifier
 
     aud = audio_embeddings(cfg, run)
     model, audio_cfg = load_classifier(run / "classifier" / "best.pt")

@@ -40,7 +40,7 @@ def voice_wav(seconds: float, *, sr: int = 16000) -> bytes:
     """A real CREMA-D clip from the package (about ``seconds`` long), as 16-bit WAV bytes."""
     import soundfile as sf
 
-    from sound2sight.audio import load_audio
+    from sound2sight.voice.audio import load_audio
 
     voices = Path(__file__).resolve().parents[1] / "src/sound2sight/examples/voices"
     clips = sorted((voices / "CREMA-D" / "AudioMP3").glob("*.mp3"))
@@ -55,11 +55,11 @@ def voice_wav(seconds: float, *, sr: int = 16000) -> bytes:
 def random_pipeline(config: str | None, *, gallery: int = 1000):
     """A ``Sound2Sight`` with the configured architectures, untrained (timing only)."""
     from sound2sight.config import load_config
-    from sound2sight.models.emotion import build_classifier
     from sound2sight.models.heads import JointSpace
     from sound2sight.painting.model import Generator
     from sound2sight.pipeline import Sound2Sight
     from sound2sight.retrieval import Gallery
+    from sound2sight.voice.classifier import build_classifier
 
     cfg = load_config(config)
     torch.manual_seed(0)
@@ -110,10 +110,10 @@ def time_calls(fn, *, calls: int, warmup: int, cpu: list[float] | None = None) -
 @torch.inference_mode()
 def breakdown(pipe, wav: bytes, *, n: int, k: int, calls: int) -> dict[str, dict]:
     """Process CPU time (ms) of each part of the pipeline on its own (needs a ``Sound2Sight``)."""
-    from sound2sight.audio import decode_audio
     from sound2sight.painting.model import sample_latents
     from sound2sight.painting.taef2 import decode_latents
-    from sound2sight.vad import extract_speech
+    from sound2sight.voice.audio import decode_audio
+    from sound2sight.voice.vad import extract_speech
 
     a, pc = pipe.cfg.audio, pipe.cfg.pipeline
     wave = decode_audio(wav, name="bench", sample_rate=a.sample_rate)

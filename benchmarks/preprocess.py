@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sound2sight.audio import LogMel, load_audio, preprocess_waveform
 from sound2sight.cache import build_mel_cache, config_hash
 from sound2sight.config import AudioConfig
 from sound2sight.datasets.audio import load_audio_corpus
+from sound2sight.voice.audio import LogMel, load_audio, preprocess_waveform
 
 log = logging.getLogger("benchmarks.preprocess")
 

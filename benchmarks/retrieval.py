@@ -315,7 +315,7 @@ def run_fold(args, data: Path, fold: int) -> dict:
     else:
         from dataclasses import replace
 
-        from sound2sight.train.emotion import train_classifier
+        from sound2sight.voice.train import train_classifier
 
         quick = replace(cfg, train=replace(cfg.train, epochs=args.epochs))
         t0 = time.perf_counter()

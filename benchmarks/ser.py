@@ -109,7 +109,7 @@ def egemaps_features(items: list[AudioItem], root: Path) -> np.ndarray:
     import opensmile
     from tqdm.auto import tqdm
 
-    from sound2sight.audio import load_audio
+    from sound2sight.voice.audio import load_audio
 
     smile = opensmile.Smile(
         feature_set=opensmile.FeatureSet.eGeMAPSv02,
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in ("", "baseline"):
         update("eGeMAPS+SVM", **run_baseline(items, cache_root(load_config()), folds=folds))
     if args.only == "tune":
-        from sound2sight.train.tune import tune
+        from sound2sight.voice.tune import tune
 
         tcfg = load_config(overrides=[f"tune.epochs={epochs}", *args.set])
         update("optuna", tune=tune(tcfg, args.runs / "tune", n_trials=args.trials, items=items))

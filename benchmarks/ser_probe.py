@@ -29,7 +29,7 @@ from sound2sight.config import load_config  # noqa: E402
 from sound2sight.io import atomic_write_text  # noqa: E402
 from sound2sight.labels import EMOTIONS  # noqa: E402
 from sound2sight.metrics import macro_f1  # noqa: E402
-from sound2sight.voice_cache import load_voice_features  # noqa: E402
+from sound2sight.voice.cache import load_voice_features  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ the seed also redraws the validation speakers):
 
 Plus ``--random-split``: the seed's random stratified 80/20 split (speakers LEAK; only to
 compare with the paper) for the default head; and ``--tune N``: an Optuna study of ``N``
-trials over the head and the encoder (``sound2sight.train.tune``: lr, dropout, layers,
+trials over the head and the encoder (``sound2sight.voice.tune``: lr, dropout, layers,
 pooling, widths, tiny.en / base / both) with fold 0 held out of it, then the best trial's
 row ``tuned (Optuna, N trials)``.  Folds 1-4 were the study's development data, so the row
 also reports fold 0 alone, the only fold the study never saw.
@@ -89,7 +89,7 @@ def _random_split(cfg, out: Path, items, feats) -> dict:
     """Train on a random 80 % of clips (val: 15 % of those), test on the rest (speakers leak)."""
     import copy
 
-    from sound2sight.train.emotion import train_classifier
+    from sound2sight.voice.train import train_classifier
 
     test = seed_split(items, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -106,8 +106,8 @@ def _tuned_row(args, items, seeds: list[int], folds: list[int], update) -> None:
     """Optuna over the head and encoder (fold 0 held out), then SI-5 of the best trial."""
     import optuna
 
-    from sound2sight.train.tune import suggest_config, tune
-    from sound2sight.voice_cache import load_voice_features
+    from sound2sight.voice.cache import load_voice_features
+    from sound2sight.voice.tune import suggest_config, tune
 
     base = load_config(overrides=[f"tune.epochs={args.tune_epochs}", "data.test_fold=0", *args.set])
     t0 = time.perf_counter()
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tune:
         _tuned_row(args, load_items(args.data), seeds, folds, update)
     elif not args.only_table:
-        from sound2sight.voice_cache import load_voice_features
+        from sound2sight.voice.cache import load_voice_features
 
         items = load_items(args.data)
         plan = [(e, v) for e in args.encoders.split(",") for v in args.variants.split(",")]

@@ -36,7 +36,7 @@ log = logging.getLogger("benchmarks.speaker_calibration")
 
 
 def _accuracy(head, x: np.ndarray, y: np.ndarray) -> float:
-    from sound2sight.train.emotion import predict
+    from sound2sight.voice.train import predict
 
     probs, _ = predict(head, x)
     return float((probs.argmax(1) == y).mean())
@@ -44,7 +44,7 @@ def _accuracy(head, x: np.ndarray, y: np.ndarray) -> float:
 
 def calibrated_accuracy(head, x, y, speakers, k: int, rng: np.random.Generator) -> float:
     """Each clip standardised by ``k`` other random clips of its speaker."""
-    from sound2sight.speaker import speaker_stats, standardise
+    from sound2sight.voice.speaker import speaker_stats, standardise
 
     out = np.empty_like(x)
     for s in np.unique(speakers):
@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     from sound2sight.datasets import load_audio_corpus
     from sound2sight.io import atomic_write_json
     from sound2sight.labels import EMOTIONS
-    from sound2sight.pretrained import load_shipped
-    from sound2sight.speaker import SpeakerStats, standardise, standardise_by_speaker
-    from sound2sight.voice_cache import load_voice_features
+    from sound2sight.voice.cache import load_voice_features
+    from sound2sight.voice.pretrained import load_shipped
+    from sound2sight.voice.speaker import SpeakerStats, standardise, standardise_by_speaker
 
     head, cfg, card = load_shipped(args.model)
     if not cfg.classifier.speaker_norm:

@@ -1,9 +1,9 @@
 """How many real speech clips the speech check refuses, before and after a change to it.
 
 Every clip of the shared pool (RAVDESS, TESS, SAVEE, CREMA-D: 6,016 acted utterances, all
-of them speech) goes through :func:`sound2sight.vad.extract_speech` with the pipeline's
+of them speech) goes through :func:`sound2sight.voice.vad.extract_speech` with the pipeline's
 settings, as the checked-out code has it ("after") and as a git revision had it
-("before", ``--before REV``, default ``HEAD``: that revision's ``src/sound2sight/vad.py``
+("before", ``--before REV``, default ``HEAD``: that revision's ``src/sound2sight/voice/vad.py``
 loaded beside the current one).  Each clip is also checked with a DC offset and with 50 Hz
 hum added (``--faults``), the faults cheap microphones add.  Every clip still refused is
 listed with the reason.
@@ -34,18 +34,29 @@ SR = 16000
 
 
 def load_revision(rev: str):
-    """``sound2sight.vad`` as it was at git revision ``rev`` (a module of its own)."""
-    src = subprocess.run(
-        ["git", "show", f"{rev}:src/sound2sight/vad.py"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    """``sound2sight.voice.vad`` as it was at git revision ``rev`` (a module of its own)."""
+    for path in ("src/sound2sight/voice/vad.py", "src/sound2sight/vad.py"):  # before issue 22
+        found = subprocess.run(
+            ["git", "show", f"{rev}:{path}"], cwd=REPO, capture_output=True, text=True
+        )
+        if found.returncode == 0:
+            src = found.stdout
+            break
+    else:
+        raise SystemExit(f"{rev}: no vad.py in src/sound2sight/voice/ or src/sound2sight/")
     spec = importlib.util.spec_from_loader(f"vad_{rev.replace('~', '_')}", loader=None)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    exec(compile(src, f"{rev}:vad.py", "exec"), module.__dict__)  # noqa: S102 - our own file
+    import sound2sight.voice.audio
+
+    old = {"sound2sight.audio": sound2sight.voice.audio}  # where a revision before issue 22
+    added = [k for k in old if k not in sys.modules]  # imports the front end from
+    sys.modules.update({k: old[k] for k in added})
+    try:
+        exec(compile(src, f"{rev}:vad.py", "exec"), module.__dict__)  # noqa: S102 - our own file
+    finally:
+        for k in added:
+            del sys.modules[k]
     return module
 
 
@@ -71,9 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     import torch
 
-    from sound2sight import vad as after
-    from sound2sight.audio import AudioError, load_audio
     from sound2sight.config import PipelineConfig
+    from sound2sight.voice import vad as after
+    from sound2sight.voice.audio import AudioError, load_audio
 
     torch.set_num_threads(1)
     before = load_revision(args.before)

@@ -1,4 +1,4 @@
-"""CPU cost of the silero speech check (sound2sight.vad) on 3 s and 60 s clips.
+"""CPU cost of the silero speech check (sound2sight.voice.vad) on 3 s and 60 s clips.
 
     python benchmarks/vad.py                 # procedural voice, 9 calls per length
     python benchmarks/vad.py --clip a.mp3    # tile a real recording instead
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sound2sight import vad
-from sound2sight.audio import load_audio
 from sound2sight.io import atomic_write_json
 from sound2sight.synthetic import synth_voice
+from sound2sight.voice import vad
+from sound2sight.voice.audio import load_audio
 
 log = logging.getLogger("benchmarks.vad")
 

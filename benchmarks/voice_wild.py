@@ -15,7 +15,7 @@ normalisation (``voice-cremad-tiny``):
   either the corpus's natural mix of emotions (``mixed``) or all of one emotion
   (``angry`` / ``happy`` / ``sad``: what a person at a microphone may well record), by
 
-  - ``calibrate``: :func:`sound2sight.speaker.calibrate` (James-Stein shrinkage towards the
+  - ``calibrate``: :func:`sound2sight.voice.speaker.calibrate` (James-Stein shrinkage towards the
     training statistics), what ``Sound2Sight.calibrate_to_speaker`` does;
   - ``page``: the same on ``k - 1`` other clips plus the scored clip itself, what the web
     page does from a session's ``k``-th recording on;
@@ -50,8 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sound2sight.speaker import SpeakerStats, speaker_stats, standardise
-from sound2sight.speaker import _valid as valid_frames
+from sound2sight.voice.speaker import SpeakerStats, speaker_stats, standardise
+from sound2sight.voice.speaker import _valid as valid_frames
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "voice_wild.json"
@@ -74,13 +74,13 @@ class Scorer:
         self.shrink, self.iterations = args.shrink, args.iterations
 
     def predict(self, x: np.ndarray, stats) -> np.ndarray:
-        from sound2sight.train.emotion import predict
+        from sound2sight.voice.train import predict
 
         return predict(self.head, standardise(x, stats))[0]
 
     def stats(self, estimator: str, x_cal: np.ndarray, y_cal: np.ndarray):
         """A speaker's statistics from calibration clips ``x_cal`` (one window each)."""
-        from sound2sight.speaker import calibrate
+        from sound2sight.voice.speaker import calibrate
 
         if estimator == "calibrate":  # what the pipeline does
             return calibrate(list(x_cal[:, None]), self.population, self.prior)
@@ -225,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     from sound2sight.datasets import load_audio_corpus
     from sound2sight.io import atomic_write_json
     from sound2sight.labels import EMOTIONS
-    from sound2sight.pretrained import load_shipped
-    from sound2sight.speaker import standardise_alone
-    from sound2sight.train.emotion import predict
-    from sound2sight.voice_cache import load_voice_features
+    from sound2sight.voice.cache import load_voice_features
+    from sound2sight.voice.pretrained import load_shipped
+    from sound2sight.voice.speaker import standardise_alone
+    from sound2sight.voice.train import predict
 
     t0 = time.perf_counter()
     head, cfg, card = load_shipped(args.model)

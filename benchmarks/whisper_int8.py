@@ -37,8 +37,8 @@ log = logging.getLogger("benchmarks.whisper_int8")
 
 def clips_per_second(encoder, items, cfg) -> float:
     """Encoding speed on ``items`` (decoded and prepared first; batches of 16 by length)."""
-    from sound2sight.audio import load_audio
-    from sound2sight.voice_cache import ENCODE_BATCH, _encode, prepare_voice
+    from sound2sight.voice.audio import load_audio
+    from sound2sight.voice.cache import ENCODE_BATCH, _encode, prepare_voice
 
     waves = []
     for it in items:
@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from sound2sight.metrics import classification_report
-    from sound2sight.models.emotion import load_classifier
-    from sound2sight.models.voice import VoiceEncoder
-    from sound2sight.train.emotion import predict
-    from sound2sight.voice_cache import load_voice_features
+    from sound2sight.voice.cache import load_voice_features
+    from sound2sight.voice.classifier import load_classifier
+    from sound2sight.voice.model import VoiceEncoder
+    from sound2sight.voice.train import predict
 
     items = load_items(args.data)
     first = Path(args.heads.replace("{fold}", args.folds.split(",")[0]))

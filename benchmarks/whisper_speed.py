@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from sound2sight.io import atomic_write_text
-from sound2sight.models.whisper import load_whisper
+from sound2sight.voice.whisper import load_whisper
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -149,12 +149,12 @@ def _predict_stand_in(model, mels, *, batch_size=64):
 def test_audio_embeddings_run_the_classifier_once(tmp_path, monkeypatch):
     from sound2sight.config import config_to_dict
     from sound2sight.io import atomic_torch_save
-    from sound2sight.models import emotion
+    from sound2sight.voice import classifier as emotion
 
-    if importlib.util.find_spec("sound2sight.train.emotion") is None:  # classifier stage absent
+    if importlib.util.find_spec("sound2sight.voice.train") is None:  # classifier stage absent
         monkeypatch.setitem(
             sys.modules,
-            "sound2sight.train.emotion",
+            "sound2sight.voice.train",
             types.SimpleNamespace(predict=_predict_stand_in),
         )
     cfg = load_config(

@@ -10,7 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from sound2sight.audio import (
+from sound2sight.cache import FeatureCache, build_mel_cache, config_hash
+from sound2sight.config import AudioConfig
+from sound2sight.voice.audio import (
     AudioError,
     LogMel,
     decode_audio,
@@ -20,8 +22,6 @@ from sound2sight.audio import (
     preprocess_waveform,
     trim_silence,
 )
-from sound2sight.cache import FeatureCache, build_mel_cache, config_hash
-from sound2sight.config import AudioConfig
 
 SR = 16000
 
@@ -106,7 +106,7 @@ def test_silence_is_trimmed():
 
 
 def test_trim_frame_rms_matches_the_definition():
-    from sound2sight.audio import _frame_rms
+    from sound2sight.voice.audio import _frame_rms
 
     rng = np.random.default_rng(1)
     for n, frame, hop in [(45000, 1024, 256), (700, 1024, 256), (5000, 1000, 300)]:

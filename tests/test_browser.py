@@ -250,7 +250,7 @@ def speaker_site(tiny_run):
     """A real pipeline that can calibrate: ``tiny_run`` with the shipped speaker-normalised
     voice head (the page calibrates from the third recording on, the default)."""
     from sound2sight.pipeline import Sound2Sight
-    from sound2sight.pretrained import load_shipped
+    from sound2sight.voice.pretrained import load_shipped
     from test_web import running
 
     pipe = Sound2Sight.from_run(tiny_run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sound2sight.calibration import (
+from sound2sight.voice.calibration import (
     decide,
     expected_calibration_error,
     fit_temperature,

@@ -1,6 +1,6 @@
 """Crash and resume: SIGKILL mid-training, mid-checkpoint-write and mid-cache-build.
 
-Training is killed in a real subprocess (``python -m sound2sight.train.emotion``) and
+Training is killed in a real subprocess (``python -m sound2sight.voice.train``) and
 restarted: it resumes from the last complete checkpoint and leaves no temporary file.
 Writes are killed in forked children (milliseconds to start, torch already imported): the
 destination is always the old complete file or the new complete file, never a partial one.
@@ -50,9 +50,9 @@ def _temps(folder: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_training_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path):
-    from sound2sight.models.emotion import load_classifier
     from sound2sight.prepare import prepare_audio
     from sound2sight.synthetic import make_demo_corpus
+    from sound2sight.voice.classifier import load_classifier
 
     make_demo_corpus(tmp_path / "data", n_speakers=6, clips_per_emotion=3, paintings_per_emotion=2)
     common = [
@@ -73,7 +73,7 @@ def test_training_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path):
     ]
 
     def command(epochs: int) -> list[str]:
-        args = [sys.executable, "-m", "sound2sight.train.emotion", "--run", str(run)]
+        args = [sys.executable, "-m", "sound2sight.voice.train", "--run", str(run)]
         for s in [*sets, f"train.epochs={epochs}"]:
             args += ["--set", s]
         return args

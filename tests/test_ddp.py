@@ -74,7 +74,7 @@ def test_torchrun_two_processes(tmp_path):
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "sound2sight.train.emotion",
+        "sound2sight.voice.train",
         "--run-dir",
         str(run),
     ]

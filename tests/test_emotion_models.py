@@ -17,7 +17,7 @@ from sound2sight.metrics import (
     per_class_recall,
     plot_confusion,
 )
-from sound2sight.models.emotion import ARCHITECTURES, build_classifier, load_classifier
+from sound2sight.voice.classifier import ARCHITECTURES, build_classifier, load_classifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

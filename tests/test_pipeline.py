@@ -10,11 +10,11 @@ import soundfile as sf
 import torch
 
 from conftest import EXAMPLE_VOICES
-from sound2sight.audio import AudioError
 from sound2sight.cli import main
 from sound2sight.labels import EMOTIONS
 from sound2sight.pipeline import Sound2Sight, export_bundle
 from sound2sight.synthetic import synth_voice
+from sound2sight.voice.audio import AudioError
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sound2sight.audio import AudioError, decode_audio, load_audio, preprocess_waveform
 from sound2sight.cache import build_mel_cache
 from sound2sight.config import AudioConfig
+from sound2sight.voice.audio import AudioError, decode_audio, load_audio, preprocess_waveform
 
 SR = 16000
 CFG = AudioConfig(duration=1.0)
@@ -212,7 +212,7 @@ def test_thirty_minute_file_is_refused_before_decoding(tmp_path):
 def test_truncated_stream_decodes_what_it_holds(tmp_path, caplog, name, fmt):
     """Documented: a cut-off file decodes to the samples it still holds (warned when known)."""
     path = _truncated(name, fmt)(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="sound2sight.audio"):
+    with caplog.at_level(logging.WARNING, logger="sound2sight.voice.audio"):
         wave = load_audio(path, sample_rate=SR)
     assert 0.3 * SR < len(wave) < 1.5 * SR, f"{name}: {len(wave)} samples of a 2 s file cut in half"
     assert np.isfinite(wave).all() and dominant_hz(wave) == pytest.approx(FREQ, abs=3)
@@ -261,8 +261,8 @@ def test_mel_cache_skips_and_reports_every_bad_file(tmp_path):
 # ---- issue 12's zoo through the whole pipeline: a clear refusal, never "angry 1.00"
 def _speech(seconds: float | None = None) -> np.ndarray:
     from conftest import EXAMPLE_VOICES
-    from sound2sight.audio import load_audio
-    from sound2sight.vad import speech_segments
+    from sound2sight.voice.audio import load_audio
+    from sound2sight.voice.vad import speech_segments
 
     wave = load_audio(EXAMPLE_VOICES[1])
     start, stop = speech_segments(wave)[0]
@@ -302,7 +302,7 @@ def tiny_pipe(tiny_run):
 
 @pytest.mark.parametrize("case", list(ZOO))
 def test_pipeline_refuses_what_is_not_speech(tiny_pipe, case):
-    from sound2sight.audio import AudioError
+    from sound2sight.voice.audio import AudioError
 
     with pytest.raises(AudioError, match=r"^upload: no speech detected"):
         tiny_pipe(ZOO[case](), sample_rate=SR, n_images=0, k=0)

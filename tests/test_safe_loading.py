@@ -18,11 +18,11 @@ import torch
 from sound2sight.config import config_to_dict, load_config
 from sound2sight.io import safe_torch_load
 from sound2sight.labels import EMOTIONS
-from sound2sight.models.emotion import build_classifier, load_classifier
 from sound2sight.models.heads import JointSpace, load_joint_space
 from sound2sight.painting.model import Generator, load_generator
 from sound2sight.pipeline import Sound2Sight, export_bundle
 from sound2sight.retrieval import Gallery
+from sound2sight.voice.classifier import build_classifier, load_classifier
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 
@@ -96,7 +96,7 @@ def run_copy(good_run, tmp_path) -> Path:
 def _voice() -> np.ndarray:
     """A real CREMA-D clip (a pure tone is refused by the speech check, as it should be)."""
     from conftest import EXAMPLE_VOICES
-    from sound2sight.audio import load_audio
+    from sound2sight.voice.audio import load_audio
 
     return load_audio(EXAMPLE_VOICES[0])
 

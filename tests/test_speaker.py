@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from conftest import EXAMPLE_VOICES
-from sound2sight.audio import AudioError
 from sound2sight.config import Config
 from sound2sight.datasets.base import AudioItem
 from sound2sight.labels import EMOTIONS
-from sound2sight.speaker import (
+from sound2sight.synthetic import synth_voice
+from sound2sight.voice.audio import AudioError
+from sound2sight.voice.speaker import (
     ShrinkPrior,
     SpeakerStats,
     calibrate,
@@ -22,7 +23,6 @@ from sound2sight.speaker import (
     standardise,
     standardise_by_speaker,
 )
-from sound2sight.synthetic import synth_voice
 
 L, C = 5, 384  # tiny.en: conv embedding + 4 blocks, width 384
 
@@ -83,8 +83,8 @@ def _speaker_shifted_features(seed: int = 0):
 
 @pytest.mark.usefixtures("one_thread")
 def test_training_with_speaker_norm_removes_a_speaker_shift(tmp_path):
-    from sound2sight.models.emotion import load_classifier
-    from sound2sight.train.emotion import train_classifier
+    from sound2sight.voice.classifier import load_classifier
+    from sound2sight.voice.train import train_classifier
 
     items, feats = _speaker_shifted_features()
     acc = {}
@@ -157,7 +157,7 @@ def test_pipeline_calibration_api(tiny_run, tmp_path, monkeypatch):
 def test_shipped_speaker_model_keeps_its_training_statistics():
     """The shipped speaker-normalised head: CREMA-D only, population statistics that are
     real (not the zeros / ones it is built with), scored calibrated and uncalibrated."""
-    from sound2sight.pretrained import load_shipped
+    from sound2sight.voice.pretrained import load_shipped
 
     head, cfg, card = load_shipped("voice-cremad-tiny-speaker")  # checks the SHA-256
     assert cfg.classifier.speaker_norm and card["data"]["corpus"] == "CREMA-D"
@@ -170,7 +170,7 @@ def test_shipped_speaker_model_keeps_its_training_statistics():
 def test_calibrating_the_shipped_model_on_one_actors_clips(tiny_run, monkeypatch):
     """The pipeline with the shipped speaker model, calibrated on one actor's example clips."""
     from sound2sight.pipeline import Sound2Sight
-    from sound2sight.pretrained import load_shipped
+    from sound2sight.voice.pretrained import load_shipped
 
     clips = [p for p in EXAMPLE_VOICES if p.name.startswith("1009_")]  # one actor, 3 emotions
     assert len(clips) == 3
@@ -189,8 +189,8 @@ def test_a_run_installs_the_shipped_speaker_model(tmp_path):
     speaker setting and the training statistics, so the pipeline can use it uncalibrated."""
     from sound2sight.config import load_config
     from sound2sight.datasets.base import write_manifest
-    from sound2sight.models.emotion import load_classifier
-    from sound2sight.pretrained import install_pretrained, load_shipped
+    from sound2sight.voice.classifier import load_classifier
+    from sound2sight.voice.pretrained import install_pretrained, load_shipped
 
     code = {"ANG": "angry", "HAP": "happy", "SAD": "sad"}
     test = [  # the run's own test speaker: one actor's example clips, standardised together
@@ -257,7 +257,7 @@ def test_calibration_is_not_fooled_by_one_emotion_but_follows_a_new_microphone()
 
 def test_a_speaker_head_saves_its_prior_and_an_older_one_loads_without(tmp_path):
     from sound2sight.config import ClassifierConfig
-    from sound2sight.models.emotion import build_classifier
+    from sound2sight.voice.classifier import build_classifier
 
     cfg = ClassifierConfig(arch="whisper", encoder="tiny.en", speaker_norm=True)
     head = build_classifier(cfg)
@@ -277,7 +277,7 @@ def test_a_speaker_head_saves_its_prior_and_an_older_one_loads_without(tmp_path)
 
 
 def test_shipped_speaker_model_carries_a_real_prior():
-    from sound2sight.pretrained import load_shipped
+    from sound2sight.voice.pretrained import load_shipped
 
     head, _, _ = load_shipped("voice-cremad-tiny-speaker")
     prior = head.shrink_prior()
@@ -289,7 +289,7 @@ def test_shipped_speaker_model_carries_a_real_prior():
 
 def test_utterance_norm_centres_each_clip_and_a_bad_value_is_named():
     from sound2sight.config import ClassifierConfig, ConfigError, load_config
-    from sound2sight.models.emotion import build_classifier
+    from sound2sight.voice.classifier import build_classifier
 
     with pytest.raises(ConfigError, match="classifier.utterance_norm='median'"):
         load_config(overrides=["classifier.utterance_norm=median"])

@@ -11,10 +11,10 @@ import torch
 from sound2sight.config import Config, TrainConfig
 from sound2sight.datasets.base import AudioItem, check_speaker_disjoint
 from sound2sight.labels import EMOTIONS
-from sound2sight.models.emotion import load_classifier
-from sound2sight.train.augment import augment
-from sound2sight.train.emotion import class_weights, predict, train_classifier
 from sound2sight.train.protocols import fold_split, leaking_split, run_seed_protocol, run_si5
+from sound2sight.voice.augment import augment
+from sound2sight.voice.classifier import load_classifier
+from sound2sight.voice.train import class_weights, predict, train_classifier
 
 N_MELS, FRAMES = 24, 40
 

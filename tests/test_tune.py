@@ -11,7 +11,7 @@ import pytest
 from sound2sight.config import Config
 from sound2sight.datasets.base import AudioItem
 from sound2sight.labels import EMOTIONS
-from sound2sight.train.tune import suggest_config, tune
+from sound2sight.voice.tune import suggest_config, tune
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,7 +31,7 @@ def _data(n: int = 30):
 
 
 def test_tune_runs_persists_and_excludes_test_fold(tmp_path, monkeypatch):
-    import sound2sight.train.tune as tune_mod
+    import sound2sight.voice.tune as tune_mod
 
     seen = []
     real = tune_mod.train_classifier

@@ -1,4 +1,4 @@
-"""Known-answer tests of the silero-vad speech check (sound2sight.vad).
+"""Known-answer tests of the silero-vad speech check (sound2sight.voice.vad).
 
 Offline: the procedural voices of sound2sight.synthetic read as speech to silero; tones,
 noise, silence, chords and too-short clips must end in AudioError.  With real data: any
@@ -20,9 +20,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sound2sight import vad
-from sound2sight.audio import AudioError, load_audio
 from sound2sight.synthetic import synth_voice
+from sound2sight.voice import vad
+from sound2sight.voice.audio import AudioError, load_audio
 
 SR = 16000
 REPO_SPEECH = (
@@ -198,7 +198,7 @@ def test_thread_count_is_left_as_it_was():
     """In a fresh process, where the first call imports silero_vad (whose import sets
     torch to one thread for the whole process) and loads the model."""
     code = (
-        "import numpy as np, torch; torch.set_num_threads(2); from sound2sight import vad; "
+        "import numpy as np, torch; torch.set_num_threads(2); from sound2sight.voice import vad; "
         "vad.speech_segments(np.ones(16000, dtype=np.float32)); print(torch.get_num_threads())"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sound2sight import channel
-from sound2sight.audio import _rms
 from sound2sight.config import Config, ConfigError, load_config, wave_views
 from sound2sight.datasets.base import AudioItem
 from sound2sight.labels import EMOTIONS
 from sound2sight.synthetic import synth_voice
-from sound2sight.voice_cache import alter_voice
+from sound2sight.voice import channel
+from sound2sight.voice.audio import _rms
+from sound2sight.voice.cache import alter_voice
 
 SR = 16000
 
@@ -60,10 +60,10 @@ def test_training_draws_batches_from_the_views(tmp_path):
     """The real tiny.en encodes each altered copy once (its own cache namespace); training
     with views differs from training without, and validation/test use the originals."""
     from sound2sight.cache import FeatureCache
-    from sound2sight.models.voice import VoiceEncoder
     from sound2sight.train.common import cache_root
-    from sound2sight.train.emotion import train_classifier
-    from sound2sight.voice_cache import load_voice_features, voice_namespace
+    from sound2sight.voice.cache import load_voice_features, voice_namespace
+    from sound2sight.voice.model import VoiceEncoder
+    from sound2sight.voice.train import train_classifier
 
     items = []
     for spk in range(6):
@@ -90,7 +90,7 @@ def test_training_draws_batches_from_the_views(tmp_path):
     assert slow.shape[2] > orig.shape[2]  # the slower copy has more frames
 
 
-# --- channel<N>: a random recording channel (sound2sight.channel) ---------------------------
+# --- channel<N>: a random recording channel (sound2sight.voice.channel) ---------------------------
 
 
 def _tone(hz: float, seconds: float = 2.0, amp: float = 0.1) -> np.ndarray:

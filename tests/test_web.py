@@ -24,11 +24,11 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
-from sound2sight.audio import AudioError, decode_audio, preprocess_waveform
 from sound2sight.config import AudioConfig
 from sound2sight.labels import EMOTIONS
 from sound2sight.pipeline import Neighbour, Result
 from sound2sight.synthetic import synth_voice
+from sound2sight.voice.audio import AudioError, decode_audio, preprocess_waveform
 from sound2sight.web import Limits, create_app, make_server
 
 

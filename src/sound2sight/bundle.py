@@ -50,7 +50,7 @@ def _voice(cfg: Config, classifier, recorded: list[dict] | None = None):
     """
     if getattr(classifier, "takes_mels", True):
         return None
-    from sound2sight.models.voice import VoiceEncoder
+    from sound2sight.voice.model import VoiceEncoder
 
     voice = VoiceEncoder.load(cfg.classifier.encoder, feature_pool=cfg.classifier.feature_pool)
     if recorded is not None:
@@ -79,10 +79,10 @@ def load_parts(path: str | Path, *, device: str = "cpu") -> dict:
     ``voice`` is the frozen Whisper encoder of a whisper-head classifier (None for CNNs);
     its weights come from their pip package, never from the run or the bundle.
     """
-    from sound2sight.models.emotion import load_classifier
     from sound2sight.models.heads import load_joint_space
     from sound2sight.painting.model import load_generator
     from sound2sight.retrieval import Gallery
+    from sound2sight.voice.classifier import load_classifier
 
     path = Path(path)
     if (path / "bundle.json").is_file():
@@ -108,10 +108,10 @@ def load_parts(path: str | Path, *, device: str = "cpu") -> dict:
 def _load_bundle(path: Path) -> dict:
     from safetensors.torch import load_file
 
-    from sound2sight.models.emotion import build_classifier
     from sound2sight.models.heads import JointSpace
     from sound2sight.painting.model import Generator
     from sound2sight.retrieval import Gallery
+    from sound2sight.voice.classifier import build_classifier
 
     try:
         meta = json.loads((path / "bundle.json").read_text(encoding="utf-8"))

@@ -209,7 +209,7 @@ _LOGMEL: dict[str, object] = {}  # namespace -> LogMel, built once per process
 
 def _logmel(cfg: AudioConfig, namespace: str):
     if namespace not in _LOGMEL:
-        from sound2sight.audio import LogMel
+        from sound2sight.voice.audio import LogMel
 
         _LOGMEL[namespace] = LogMel(cfg)
     return _LOGMEL[namespace]
@@ -247,7 +247,7 @@ def _compute_chunk(args: tuple[list[tuple[str, str]], AudioConfig, str, str]):
     """
     import torch
 
-    from sound2sight.audio import AudioError, load_audio, preprocess_waveform
+    from sound2sight.voice.audio import AudioError, load_audio, preprocess_waveform
 
     items, cfg, root, namespace = args
     cache, logmel = FeatureCache(root, namespace=namespace), _logmel(cfg, namespace)

@@ -153,7 +153,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from sound2sight.train.tune import tune
+    from sound2sight.voice.tune import tune
 
     cfg = _config(args)
     best = tune(cfg, Path(args.run), n_trials=args.trials, storage=args.storage)

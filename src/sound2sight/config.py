@@ -93,7 +93,7 @@ class DataConfig:
 
 @dataclass
 class ClassifierConfig:
-    arch: str = "whisper"  # whisper (frozen Whisper encoder + head, models/voice.py) | vgg | resnet | crnn (log-Mel CNNs, models/emotion.py)
+    arch: str = "whisper"  # whisper (frozen Whisper encoder + head, voice/model.py) | vgg | resnet | crnn (log-Mel CNNs, voice/classifier.py)
     encoder: str = (
         "tiny.en"  # whisper: tiny.en | base | both | a CTranslate2 dir | an openai-whisper .pt
     )
@@ -106,9 +106,9 @@ class ClassifierConfig:
     pretrained: str = ""  # a voice model shipped with the package (e.g. voice-cremad-tiny) instead of training one
     noise_floor_db: float = 0.0  # whisper: add white noise this many dB below the voice's RMS (e.g. 30; 0 = off) so clean and noisy recordings share one noise floor
     feature_pool: int = 4  # whisper: encoder frames (20 ms) averaged per cached feature frame
-    wave_augment: str = ""  # whisper, training only: extra views of each training clip, encoded from an altered waveform (comma list of speed<factor>, e.g. speed0.9 = 10 % slower and lower, noise<dB>, e.g. noise20 = white noise 20 dB under the voice, and channel<N>, N in 1..99, e.g. channel1,channel2,channel3 = three random recording channels per clip: room, noise, mic colour, band limit, DC, clipping; channel.py); each batch takes one view at random; empty = off
+    wave_augment: str = ""  # whisper, training only: extra views of each training clip, encoded from an altered waveform (comma list of speed<factor>, e.g. speed0.9 = 10 % slower and lower, noise<dB>, e.g. noise20 = white noise 20 dB under the voice, and channel<N>, N in 1..99, e.g. channel1,channel2,channel3 = three random recording channels per clip: room, noise, mic colour, band limit, DC, clipping; voice/channel.py); each batch takes one view at random; empty = off
     utterance_norm: str = ""  # whisper: each clip's feature frames centred on their own mean ("mean") or also scaled by their own std ("meanstd") inside the head, so that a recording's overall colour (microphone, room) is not an emotion cue; "" = off
-    speaker_norm: bool = False  # whisper, transductive: standardise features by each speaker's own statistics (speaker.py; at inference: Sound2Sight.calibrate_to_speaker)
+    speaker_norm: bool = False  # whisper, transductive: standardise features by each speaker's own statistics (voice/speaker.py; at inference: Sound2Sight.calibrate_to_speaker)
     width: int = 16  # channels of the first conv stage (16: ~16 MMAC per 3 s clip)
     depth: int = 3  # conv stages
     dropout: float = 0.3  # dropout before the classifier

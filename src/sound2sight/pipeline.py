@@ -23,12 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sound2sight.audio import AudioError, LogMel, decode_audio, preprocess_waveform, trim_silence
-from sound2sight.calibration import decide
 from sound2sight.coherence import PaintingJudge, class_centroids, steer
 from sound2sight.config import Config
 from sound2sight.labels import EMOTIONS
-from sound2sight.speaker import SpeakerStats
+from sound2sight.voice.audio import (
+    AudioError,
+    LogMel,
+    decode_audio,
+    preprocess_waveform,
+    trim_silence,
+)
+from sound2sight.voice.calibration import decide
+from sound2sight.voice.speaker import SpeakerStats
 
 __all__ = ["Neighbour", "Result", "Sound2Sight", "save_result", "export_bundle"]
 
@@ -93,7 +99,7 @@ class Sound2Sight:
         self.device = torch.device(device)
         self.classifier = classifier.to(self.device).eval()
         if voice is None and not getattr(classifier, "takes_mels", True):
-            from sound2sight.models.voice import VoiceEncoder
+            from sound2sight.voice.model import VoiceEncoder
 
             voice = VoiceEncoder.load(
                 cfg.classifier.encoder, feature_pool=cfg.classifier.feature_pool
@@ -139,7 +145,7 @@ class Sound2Sight:
                 bytes(audio), name="upload", sample_rate=a.sample_rate, max_seconds=a.max_seconds
             )
         if isinstance(audio, (str, Path)):
-            from sound2sight.audio import load_audio
+            from sound2sight.voice.audio import load_audio
 
             return load_audio(audio, sample_rate=a.sample_rate, max_seconds=a.max_seconds)
         wave = np.asarray(audio, dtype=np.float32)
@@ -196,7 +202,7 @@ class Sound2Sight:
     def _voice_windows(self, wave: np.ndarray, name: str) -> list[np.ndarray]:
         """Whisper path: ``classifier.max_seconds`` windows (hop: half a window), each
         prepared as in training, at its own length."""
-        from sound2sight.voice_cache import prepare_voice
+        from sound2sight.voice.cache import prepare_voice
 
         m = self.cfg.classifier.max_seconds
         return self._cut(
@@ -224,7 +230,7 @@ class Sound2Sight:
         name = str(audio) if isinstance(audio, (str, Path)) else "upload"
         wave = self._waveform(audio, sample_rate)
         if self.cfg.pipeline.vad:  # only what a voice-activity detector calls speech
-            from sound2sight.vad import extract_speech
+            from sound2sight.voice.vad import extract_speech
 
             if wave.size == 0:
                 raise AudioError(f"{name}: zero-length audio (no samples)")
@@ -246,7 +252,7 @@ class Sound2Sight:
         training frames) when the voice model was trained that way; else ``feats`` as is."""
         if not self.speaker_normalised:
             return feats
-        from sound2sight.speaker import standardise
+        from sound2sight.voice.speaker import standardise
 
         stats = stats or self.classifier.population_stats()
         return torch.from_numpy(standardise(feats.cpu().numpy(), stats)).to(feats.device)
@@ -254,10 +260,10 @@ class Sound2Sight:
     def speaker_from(self, recordings) -> SpeakerStats:
         """A speaker's statistics from the raw voice features of several of their
         recordings (each ``(windows, layers, frames, channels)``, e.g.
-        ``Result.voice_features``), estimated the way :func:`sound2sight.speaker.calibrate`
+        ``Result.voice_features``), estimated the way :func:`sound2sight.voice.speaker.calibrate`
         does: pulled towards the training frames' statistics as far as a few recordings'
         own statistics are likely to be their emotions rather than their voice."""
-        from sound2sight.speaker import calibrate
+        from sound2sight.voice.speaker import calibrate
 
         c = self.classifier
         return calibrate(list(recordings), c.population_stats(), c.shrink_prior())
@@ -270,7 +276,7 @@ class Sound2Sight:
         Only for a voice model trained with ``classifier.speaker_norm=true`` (without a
         calibration such a model uses the statistics of its training frames).  A recording that
         fails (silent, corrupt, ...) is skipped with a warning; none left is an error.
-        :meth:`forget_speaker` undoes it.  Returns the :class:`~sound2sight.speaker.SpeakerStats`.
+        :meth:`forget_speaker` undoes it.  Returns the :class:`~sound2sight.voice.speaker.SpeakerStats`.
         """
         if not self.speaker_normalised:
             raise ValueError(

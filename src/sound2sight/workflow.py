@@ -28,10 +28,10 @@ def _prepare(cfg: Config, run_dir: Path) -> dict:
 
 def _classifier(cfg: Config, run_dir: Path) -> dict:
     if cfg.classifier.pretrained:  # a shipped voice model instead of training one
-        from sound2sight.pretrained import install_pretrained
+        from sound2sight.voice.pretrained import install_pretrained
 
         return install_pretrained(cfg, run_dir)
-    from sound2sight.train.emotion import train_classifier
+    from sound2sight.voice.train import train_classifier
 
     return train_classifier(cfg, run_dir)
 
@@ -101,7 +101,7 @@ def describe_run(cfg: Config, run_dir: str | Path) -> dict[str, str]:
     corpora = sorted({r["corpus"] for r in rows})
     c = cfg.classifier
     if c.pretrained:
-        from sound2sight.pretrained import load_card, provenance_line
+        from sound2sight.voice.pretrained import load_card, provenance_line
 
         out["voice"] = provenance_line(load_card(c.pretrained))
     else:

@@ -7,7 +7,7 @@ land in :attr:`Manifest.skipped` with the reason.  Speakers are ``"<CORPUS>:<id>
 ``CORPUS`` and ``id`` spelt as in the shared ``folds.csv`` (``RAVDESS:01``, ``CREMA-D:1001``,
 ``TESS:OAF``, ``SAVEE:DC``).
 
-Layouts (any extension in :data:`sound2sight.audio.AUDIO_EXTENSIONS`, at any depth):
+Layouts (any extension in :data:`sound2sight.voice.audio.AUDIO_EXTENSIONS`, at any depth):
 
 - RAVDESS  ``Actor_NN/03-01-EE-II-SS-RR-NN.wav`` (emotion ``EE``, actor = last field)
 - CREMA-D  ``<actor>_<sentence>_<EMO>_<level>.wav`` (level may be ``X``, as in ``1040_ITH_SAD_X``)
@@ -32,10 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sound2sight.audio import AUDIO_EXTENSIONS
 from sound2sight.cache import file_sha256
 from sound2sight.datasets.base import AudioItem, Manifest
 from sound2sight.labels import LabelMap
+from sound2sight.voice.audio import AUDIO_EXTENSIONS
 
 __all__ = [
     "CORPORA",

@@ -129,8 +129,8 @@ def audio_embeddings(
     >>> audio_embeddings(load_config(), "runs/demo")["embeddings"].shape  # doctest: +SKIP
     (6016, 128)
     """
-    from sound2sight.models.emotion import load_classifier
-    from sound2sight.train.emotion import predict
+    from sound2sight.voice.classifier import load_classifier
+    from sound2sight.voice.train import predict
 
     run_dir = Path(run_dir)
     ckpt = Path(classifier_path or run_dir / "classifier" / "best.pt")
@@ -153,13 +153,13 @@ def audio_embeddings(
         ok = [it for it, key in zip(items, batch.keys, strict=True) if key is not None]
         inputs = batch.load(cache)  # (N, n_mels, T)
     else:  # frozen Whisper features, with the settings the head was trained with
-        from sound2sight.voice_cache import load_voice_features
+        from sound2sight.voice.cache import load_voice_features
 
         vcfg = copy.deepcopy(cfg)
         vcfg.audio, vcfg.classifier = audio_cfg, model.cfg
         ok, inputs = load_voice_features(items, vcfg, progress=False)  # (N, L, T, C)
         if model.cfg.speaker_norm:  # each clip as the pipeline reads one recording
-            from sound2sight.speaker import standardise_alone
+            from sound2sight.voice.speaker import standardise_alone
 
             inputs = standardise_alone(inputs, model.population_stats(), model.shrink_prior())
     probs, emb = predict(model, inputs, batch_size=256)  # (N, 3), (N, E)

@@ -30,7 +30,7 @@ from sound2sight.datasets.base import AudioItem, check_speaker_disjoint, split_b
 from sound2sight.io import atomic_write_json, atomic_write_text
 from sound2sight.labels import EMOTIONS
 from sound2sight.metrics import classification_report
-from sound2sight.train.emotion import load_inputs, train_classifier
+from sound2sight.voice.train import load_inputs, train_classifier
 
 __all__ = ["fold_split", "run_si5", "run_seed_protocol", "leaking_split"]
 

@@ -138,7 +138,7 @@ def probe_seconds(data: bytes) -> float:
     """Duration of encoded audio from its header; raises ``AudioError`` when undecodable."""
     import soundfile as sf
 
-    from sound2sight.audio import AudioError
+    from sound2sight.voice.audio import AudioError
 
     try:
         with sf.SoundFile(io.BytesIO(data)) as fh:

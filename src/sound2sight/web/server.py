@@ -133,7 +133,7 @@ def _paint_now(
 ) -> dict[str, Any]:
     """Runs in the model pool: probe, paint, encode the answer (PNG encoding included).
     ``session``: (store, id, calibration asked for) of a browser session."""
-    from sound2sight.audio import AudioError
+    from sound2sight.voice.audio import AudioError
 
     seconds = probe_seconds(data)
     if seconds > limits.max_seconds:
@@ -214,7 +214,7 @@ async def paint(
     ] = None,
 ) -> dict[str, Any]:
     """Hear the emotion in one recording, paint it, and find the artworks nearest to it."""
-    from sound2sight.audio import AudioError
+    from sound2sight.voice.audio import AudioError
 
     if audio is not None:
         data = await audio.read()

@@ -1,6 +1,6 @@
 """Voice models shipped with the package, and the command that rebuilds them from the data.
 
-``voice-cremad-tiny``: the Whisper tiny.en head (:mod:`sound2sight.models.voice`) trained
+``voice-cremad-tiny``: the Whisper tiny.en head (:mod:`sound2sight.voice.model`) trained
 on CREMA-D actors only (CREMA-D is ODbL 1.0 / DbCL 1.0: trained weights may be shared
 with attribution, see ``weights/voice-cremad-tiny/NOTICE``).  Its folder holds
 ``head.safetensors`` (with the fitted softmax temperature), ``model.json`` (config,
@@ -9,20 +9,20 @@ copied: it comes from its pip package, checked by SHA-256.
 
 Rebuild (reads ``../shared/data/audio``; about three minutes on two CPU cores)::
 
-    python -m sound2sight.pretrained --data ../shared/data/audio
+    python -m sound2sight.voice.pretrained --data ../shared/data/audio
 
 ``voice-cremad-tiny-speaker``: the same recipe with ``classifier.speaker_norm=true``
-(:mod:`sound2sight.speaker`), for "calibrate to this speaker"; it keeps the statistics of
+(:mod:`sound2sight.voice.speaker`), for "calibrate to this speaker"; it keeps the statistics of
 its training frames for use without a calibration.  Rebuild::
 
-    python -m sound2sight.pretrained --data ../shared/data/audio \
+    python -m sound2sight.voice.pretrained --data ../shared/data/audio \
         --out src/sound2sight/weights/voice-cremad-tiny-speaker --set classifier.speaker_norm=true
 
 The shipped one was trained before it learnt its calibration prior (how far a calibration on
-a few recordings may trust them, :func:`sound2sight.speaker.calibrate`); the prior was added
+a few recordings may trust them, :func:`sound2sight.voice.speaker.calibrate`); the prior was added
 to its unchanged weights, measured on its own training actors, by::
 
-    python -m sound2sight.pretrained --data ../shared/data/audio --add-prior voice-cremad-tiny-speaker
+    python -m sound2sight.voice.pretrained --data ../shared/data/audio --add-prior voice-cremad-tiny-speaker
 
 A run uses it with ``--set classifier.pretrained=voice-cremad-tiny`` (the demo does):
 the classifier stage then installs the shipped head instead of training one, and scores
@@ -59,7 +59,7 @@ __all__ = ["SHIPPED", "load_card", "load_shipped", "install_pretrained", "build_
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED = {
     "voice-cremad-tiny": WEIGHTS_DIR / "voice-cremad-tiny",
     # the same recipe + classifier.speaker_norm=true: for "calibrate to this speaker"
@@ -82,7 +82,7 @@ def _folder(name: str) -> Path:
     if not (folder / "head.safetensors").is_file():
         raise FileNotFoundError(
             f"{folder}/head.safetensors: missing; rebuild it with "
-            "`python -m sound2sight.pretrained --data <corpora>`"
+            "`python -m sound2sight.voice.pretrained --data <corpora>`"
         )
     return folder
 
@@ -102,7 +102,7 @@ def load_shipped(name: str = "voice-cremad-tiny"):
     with, and its model card.  The weights' SHA-256 is checked against the card."""
     from safetensors.torch import load_file
 
-    from sound2sight.models.emotion import build_classifier
+    from sound2sight.voice.classifier import build_classifier
 
     folder = _folder(name)
     card = load_card(name)
@@ -131,8 +131,8 @@ def install_pretrained(cfg: Config, run_dir: str | Path) -> dict:
     from sound2sight.datasets.base import AudioItem, read_manifest
     from sound2sight.metrics import classification_report, plot_confusion
     from sound2sight.train.common import stage_dir
-    from sound2sight.train.emotion import predict
-    from sound2sight.voice_cache import load_voice_features
+    from sound2sight.voice.cache import load_voice_features
+    from sound2sight.voice.train import predict
 
     run_dir = Path(run_dir)
     head, scfg, card = load_shipped(cfg.classifier.pretrained)
@@ -161,7 +161,7 @@ def install_pretrained(cfg: Config, run_dir: str | Path) -> dict:
     if items:
         ok, x = load_voice_features(items, run_cfg, progress=False)
         if scfg.classifier.speaker_norm:  # each clip as the pipeline reads one recording
-            from sound2sight.speaker import standardise_alone
+            from sound2sight.voice.speaker import standardise_alone
 
             x = standardise_alone(x, head.population_stats(), head.shrink_prior())
         probs, _ = predict(head, x)
@@ -204,10 +204,10 @@ def build_shipped(
     from sound2sight.datasets import load_audio_corpus
     from sound2sight.datasets.base import assign_folds, read_folds_csv
     from sound2sight.metrics import classification_report
-    from sound2sight.models.emotion import load_classifier
-    from sound2sight.train.emotion import predict, train_classifier
     from sound2sight.train.protocols import fold_split
-    from sound2sight.voice_cache import load_voice_features
+    from sound2sight.voice.cache import load_voice_features
+    from sound2sight.voice.classifier import load_classifier
+    from sound2sight.voice.train import predict, train_classifier
 
     t0 = time.perf_counter()
     data_root, out_dir = Path(data_root), Path(out_dir)
@@ -239,7 +239,7 @@ def build_shipped(
         y = np.array([EMOTIONS.index(it.label) for it, s in zip(ok, sel, strict=True) if s])
         variants = {"": x[sel]}
         if cfg.classifier.speaker_norm:  # transductive: each speaker's own statistics ...
-            from sound2sight.speaker import standardise, standardise_by_speaker
+            from sound2sight.voice.speaker import standardise, standardise_by_speaker
 
             who = [it.speaker for it, s in zip(ok, sel, strict=True) if s]
             pop = head.population_stats()
@@ -286,7 +286,7 @@ def build_shipped(
             }
             for k, v in scores.items()
         },
-        "command": f"python -m sound2sight.pretrained --data {data_root} --seed {seed}"
+        "command": f"python -m sound2sight.voice.pretrained --data {data_root} --seed {seed}"
         + ("" if out_dir.name == "voice-cremad-tiny" else f" --out {out_dir}")
         + "".join(f" --set {o}" for o in extra),
         "seconds": time.perf_counter() - t0,
@@ -298,14 +298,14 @@ def build_shipped(
 
 def add_prior(name: str, data_root: str | Path) -> dict:
     """Give a shipped speaker-normalised head that was trained before issue 21 its
-    :class:`~sound2sight.speaker.ShrinkPrior`, measured on the very training actors its card
+    :class:`~sound2sight.voice.speaker.ShrinkPrior`, measured on the very training actors its card
     names (CREMA-D only), the way training now measures it; the trained weights are kept
     as they are.  Rewrites ``head.safetensors`` and the card's SHA-256."""
     from safetensors.torch import save_file
 
     from sound2sight.datasets import load_audio_corpus
-    from sound2sight.speaker import shrink_prior
-    from sound2sight.voice_cache import load_voice_features
+    from sound2sight.voice.cache import load_voice_features
+    from sound2sight.voice.speaker import shrink_prior
 
     head, cfg, card = load_shipped(name)
     if not cfg.classifier.speaker_norm:
@@ -327,7 +327,7 @@ def add_prior(name: str, data_root: str | Path) -> dict:
     tmp.unlink()
     card["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     card["prior"] = {
-        "command": f"python -m sound2sight.pretrained --data {data_root} --add-prior {name}",
+        "command": f"python -m sound2sight.voice.pretrained --data {data_root} --add-prior {name}",
         "clips": len(ok),
         "actors": len(found),
         "emotion_share": float(prior.emotion.sum() / (prior.emotion.sum() + prior.lexical.sum())),
@@ -344,7 +344,7 @@ def torch_from(a: np.ndarray):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sound2sight.pretrained --data DIR [--out DIR] [--seed N]``."""
+    """``python -m sound2sight.voice.pretrained --data DIR [--out DIR] [--seed N]``."""
     ap = argparse.ArgumentParser(description="Rebuild the shipped CREMA-D voice model.")
     ap.add_argument(
         "--data", type=Path, required=True, help="folder with CREMA-D/ (and the others to score on)"

@@ -204,7 +204,7 @@ def build_classifier(
 ) -> nn.Module:
     """The architecture named by ``cfg.arch``.
 
-    ``whisper`` is the head over frozen Whisper features (:mod:`sound2sight.models.voice`;
+    ``whisper`` is the head over frozen Whisper features (:mod:`sound2sight.voice.model`;
     its input shape comes from ``cfg.encoder``); the CNNs take log-Mels with ``n_mels`` bands.
 
     >>> build_classifier(ClassifierConfig(arch="crnn", width=8), n_mels=64)(
@@ -212,7 +212,7 @@ def build_classifier(
     torch.Size([1, 3])
     """
     if cfg.arch == "whisper":
-        from sound2sight.models.voice import WhisperHeadClassifier, feature_groups
+        from sound2sight.voice.model import WhisperHeadClassifier, feature_groups
 
         return WhisperHeadClassifier(cfg, groups=feature_groups(cfg.encoder), n_classes=n_classes)
     if cfg.arch not in ARCHITECTURES:

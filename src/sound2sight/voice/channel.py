@@ -2,7 +2,7 @@
 
 A corpus recorded in one studio teaches a head that "this microphone, this room" is part
 of the emotion.  A channel view passes a prepared clip (16 kHz mono float32, RMS-normalised
-by :func:`sound2sight.voice_cache.prepare_voice`) through a random recording chain, in the
+by :func:`sound2sight.voice.cache.prepare_voice`) through a random recording chain, in the
 order sound meets it::
 
     room reverb (p 0.5) -> ambient noise -> mic colour (tilt or peaking EQ)

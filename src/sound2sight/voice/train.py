@@ -7,8 +7,8 @@ on ``test``.  Writes to ``run_dir/classifier/``: ``best.pt``, ``last.pt`` (resum
 
 Command line (``WORLD_SIZE`` from torchrun switches on DistributedDataParallel, gloo on CPU)::
 
-    python -m sound2sight.train.emotion --run runs/x --set train.epochs=10
-    torchrun --nproc_per_node=2 -m sound2sight.train.emotion --run-dir runs/x
+    python -m sound2sight.voice.train --run runs/x --set train.epochs=10
+    torchrun --nproc_per_node=2 -m sound2sight.voice.train --run-dir runs/x
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from sound2sight.datasets.base import AudioItem, read_manifest
 from sound2sight.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from sound2sight.labels import EMOTIONS
 from sound2sight.metrics import classification_report, macro_f1, plot_confusion, plot_history
-from sound2sight.models.emotion import build_classifier
-from sound2sight.train.augment import augment
 from sound2sight.train.common import (
     Checkpointer,
     attach_log_file,
@@ -44,6 +42,8 @@ from sound2sight.train.common import (
     seed_everything,
     stage_dir,
 )
+from sound2sight.voice.augment import augment
+from sound2sight.voice.classifier import build_classifier
 
 __all__ = ["train_classifier", "predict", "load_mels", "load_inputs", "class_weights", "main"]
 
@@ -79,7 +79,7 @@ def load_inputs(
     """What ``cfg.classifier.arch`` trains on: cached voice features (``whisper``,
     ``(N, layers, frames, channels)`` float16) or cached log-Mels (CNNs)."""
     if cfg.classifier.arch == "whisper":
-        from sound2sight.voice_cache import load_voice_features
+        from sound2sight.voice.cache import load_voice_features
 
         return load_voice_features(items, cfg, progress=progress)
     return load_mels(items, cfg)
@@ -174,7 +174,7 @@ def _logits(model: torch.nn.Module, x: np.ndarray, *, batch_size: int = 256) -> 
 
 def _calibrate(model, x: np.ndarray, y: np.ndarray, va: np.ndarray, te: np.ndarray) -> dict:
     """Fit the softmax temperature on the validation speakers; ECE before/after on both."""
-    from sound2sight.calibration import expected_calibration_error, fit_temperature, softmax
+    from sound2sight.voice.calibration import expected_calibration_error, fit_temperature, softmax
 
     model.temperature.fill_(1.0)
     lv = _logits(model, x[va])
@@ -269,7 +269,7 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
         raise ValueError("no rows with split == 'train' to train on")
     population = None  # speaker_norm: statistics of all training frames (the uncalibrated case)
     if whisper and cfg.classifier.speaker_norm:  # transductive: test speakers' own statistics
-        from sound2sight.speaker import shrink_prior, speaker_stats, standardise_by_speaker
+        from sound2sight.voice.speaker import shrink_prior, speaker_stats, standardise_by_speaker
 
         population = speaker_stats(mels[tr])
         speakers = [it.speaker for it in items]  # corpus-prefixed ids
@@ -292,7 +292,7 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
     y_tr = torch.as_tensor(y_all[tr])
     views = [x_tr]  # + altered-waveform views of the training clips (classifier.wave_augment)
     if whisper and cfg.classifier.wave_augment:
-        from sound2sight.voice_cache import training_views
+        from sound2sight.voice.cache import training_views
 
         views += training_views([items[i] for i in tr], x_tr, cfg, progress=progress)
     model = build_classifier(cfg.classifier, n_mels=0 if whisper else mels.shape[1]).to(device)
@@ -459,7 +459,7 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sound2sight.train.emotion --run DIR [--config YAML] [--set k=v ...]``."""
+    """``python -m sound2sight.voice.train --run DIR [--config YAML] [--set k=v ...]``."""
     ap = argparse.ArgumentParser(description="Train the speech-emotion classifier.")
     ap.add_argument(
         "--run",
@@ -488,6 +488,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # run the imported module, so loggers are named sound2sight.*
-    from sound2sight.train import emotion as _module
+    from sound2sight.voice import train as _module
 
     raise SystemExit(_module.main())

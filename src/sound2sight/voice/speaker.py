@@ -204,7 +204,7 @@ def calibrate(
     """
     if not recordings:
         raise ValueError("calibration needs at least one recording")
-    from sound2sight.voice_cache import stack_features
+    from sound2sight.voice.cache import stack_features
 
     windows = [w for rec in recordings for w in np.asarray(rec)]
     own = speaker_stats(stack_features(windows))

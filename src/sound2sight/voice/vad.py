@@ -7,7 +7,7 @@ run in one batched pass: the STFT + conv encoder of every 32 ms window at once, 
 The probabilities equal silero's chunk-by-chunk loop (to ~1e-7) at ~10x its speed.
 
 All functions take mono float audio at 16 kHz; resampling other rates is the caller's job
-(:func:`sound2sight.audio.load_audio` resamples while decoding).
+(:func:`sound2sight.voice.audio.load_audio` resamples while decoding).
 
 >>> import numpy as np
 >>> speech_segments(np.zeros(16000, dtype=np.float32))
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sound2sight.audio import AudioError
+from sound2sight.voice.audio import AudioError
 
 __all__ = ["SAMPLE_RATE", "speech_segments", "speech_seconds", "extract_speech"]
 
@@ -117,7 +117,7 @@ def _probabilities(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     if sample_rate != SAMPLE_RATE:
         raise ValueError(
             f"the VAD needs {SAMPLE_RATE} Hz audio, got {sample_rate} Hz; resample first "
-            "(e.g. sound2sight.audio.load_audio(path, sample_rate=16000))"
+            "(e.g. sound2sight.voice.audio.load_audio(path, sample_rate=16000))"
         )
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim != 1:
@@ -324,7 +324,7 @@ def extract_speech(
     >>> extract_speech(np.zeros(16000, dtype=np.float32), name="quiet.wav")
     Traceback (most recent call last):
     ...
-    sound2sight.audio.AudioError: quiet.wav: no speech detected (only 0.00 s of speech found, need at least 0.5 s)
+    sound2sight.voice.audio.AudioError: quiet.wav: no speech detected (only 0.00 s of speech found, need at least 0.5 s)
     """
     wave = np.asarray(wave, dtype=np.float32)
     segments = speech_segments(wave, sample_rate=sample_rate, threshold=threshold)

@@ -12,7 +12,7 @@ By default the study lives in SQLite at ``<run>/tune/study.db`` and is opened wi
 To let several processes or machines work on one study, point all of them at one
 database server and the same ``tune.study_name``::
 
-    python -m sound2sight.train.tune --run runs/a --trials 20 \\
+    python -m sound2sight.voice.tune --run runs/a --trials 20 \\
         --storage postgresql://user:password@dbhost/optuna      # on every machine
 
 (MySQL URLs work the same way; the driver, e.g. ``psycopg2``, must be installed.)  Each
@@ -50,10 +50,10 @@ import optuna
 from sound2sight.config import Config, load_config
 from sound2sight.datasets.base import AudioItem, read_manifest
 from sound2sight.io import atomic_write_bytes, atomic_write_json
-from sound2sight.models.emotion import ARCHITECTURES
 from sound2sight.train.common import attach_log_file, stage_dir
-from sound2sight.train.emotion import load_inputs, train_classifier
 from sound2sight.train.protocols import fold_split
+from sound2sight.voice.classifier import ARCHITECTURES
+from sound2sight.voice.train import load_inputs, train_classifier
 
 __all__ = ["suggest_config", "tune", "main"]
 
@@ -69,8 +69,8 @@ def available_encoders(spec: str) -> list[str]:
     """
     import importlib.util
 
-    from sound2sight.models.voice import encoder_names
-    from sound2sight.models.whisper import WEIGHTS
+    from sound2sight.voice.model import encoder_names
+    from sound2sight.voice.whisper import WEIGHTS
 
     out = []
     for name in spec.split(","):
@@ -259,7 +259,7 @@ def tune(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sound2sight.train.tune --run DIR [--trials N] [--storage URL] [--set k=v]``."""
+    """``python -m sound2sight.voice.tune --run DIR [--trials N] [--storage URL] [--set k=v]``."""
     ap = argparse.ArgumentParser(description="Tune the speech-emotion classifier with Optuna.")
     ap.add_argument("--run", required=True, type=Path)
     ap.add_argument("--config", type=Path, default=None)
@@ -279,6 +279,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # run the imported module, so loggers are named sound2sight.*
-    from sound2sight.train import tune as _module
+    from sound2sight.voice import tune as _module
 
     raise SystemExit(_module.main())

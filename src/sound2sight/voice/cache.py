@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sound2sight.audio import AudioError, _rms, fix_length, load_audio, trim_silence
 from sound2sight.cache import FeatureCache, _hash_or_fail, config_hash
 from sound2sight.config import Config, wave_views
+from sound2sight.voice.audio import AudioError, _rms, fix_length, load_audio, trim_silence
 
 __all__ = [
     "VoiceBatch",
@@ -73,7 +73,7 @@ def alter_voice(wave: np.ndarray, view: str, cfg: Config) -> np.ndarray:
     resamples so the clip plays ``f`` times as fast (tempo and pitch together, as in Kaldi's
     speed perturbation); ``noise<dB>`` adds white noise that many dB under the voice's RMS;
     ``channel<N>`` passes it through the clip's random recording channel number ``N``
-    (:func:`sound2sight.channel.random_channel`: room, noise, microphone colour, band limit,
+    (:func:`sound2sight.voice.channel.random_channel`: room, noise, microphone colour, band limit,
     DC offset, clipping; same length and RMS).  The noise is seeded by the clip's length,
     a channel by the clip's samples and ``N``, so cached views reproduce.
 
@@ -96,7 +96,7 @@ def alter_voice(wave: np.ndarray, view: str, cfg: Config) -> np.ndarray:
         if len(out) > n_max:  # slower views are centre-cropped like the original
             out = fix_length(out, n_max)
     elif kind == "channel":
-        from sound2sight.channel import random_channel
+        from sound2sight.voice.channel import random_channel
 
         out = random_channel(wave, int(value), sr)
     else:
@@ -140,7 +140,7 @@ def _encode(encoder, waves: list[np.ndarray]) -> list[np.ndarray]:
     for i, w in enumerate(waves):
         batch[i, : len(w)] = torch.from_numpy(w)
     feats = encoder(batch, n)  # (B, L, T', C)
-    from sound2sight.models.whisper import encoder_frames
+    from sound2sight.voice.whisper import encoder_frames
 
     p = encoder.feature_pool
     out = []
@@ -250,7 +250,7 @@ def load_voice_features(items, cfg: Config, *, progress: bool = True, encoder=No
     """
     import copy
 
-    from sound2sight.models.voice import encoder_names
+    from sound2sight.voice.model import encoder_names
 
     names = encoder_names(cfg.classifier.encoder)
     if encoder is None and len(names) > 1:  # side by side, from each encoder's own cache
@@ -275,8 +275,8 @@ def load_voice_features(items, cfg: Config, *, progress: bool = True, encoder=No
 
 def _paths_and_feats(items, cfg: Config, progress: bool, encoder=None, view: str = ""):
     """Paths that succeeded and their cached ``(L, T_i, C)`` features (one encoder)."""
-    from sound2sight.models.voice import VoiceEncoder
     from sound2sight.train.common import cache_root
+    from sound2sight.voice.model import VoiceEncoder
 
     if encoder is None:
         encoder = VoiceEncoder.load(

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sound2sight.audio import mel_filterbank
+from sound2sight.voice.audio import mel_filterbank
 
 __all__ = [
     "SAMPLE_RATE",
@@ -223,7 +223,7 @@ def _read_pinned(name: str) -> tuple[bytes, str]:
 
 
 def _from_ct2(data: bytes, *, name: str) -> tuple[WhisperEncoderConfig, dict[str, torch.Tensor]]:
-    from sound2sight.models.ct2 import CT2Error, parse_ct2
+    from sound2sight.voice.ct2 import CT2Error, parse_ct2
 
     try:
         m = parse_ct2(data, name=name)

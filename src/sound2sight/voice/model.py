@@ -3,7 +3,7 @@
 :class:`VoiceEncoder` maps waveforms to *voice features*: every layer's hidden states of
 one or two frozen Whisper encoders, averaged over ``feature_pool`` frames in time,
 ``(B, layers, T, channels)``, zero past each clip's end (two encoders sit side by side on
-the channel axis).  They are cached per clip (:mod:`sound2sight.voice_cache`), so the head
+the channel axis).  They are cached per clip (:mod:`sound2sight.voice.cache`), so the head
 trains in minutes on a CPU.
 
 :class:`WhisperHeadClassifier` is the head: learned softmax weights over the layers (each
@@ -51,7 +51,7 @@ def feature_groups(spec: str) -> list[tuple[int, int]]:
     >>> feature_groups("both")
     [(5, 384), (7, 512)]
     """
-    from sound2sight.models.whisper import WEIGHTS, load_whisper
+    from sound2sight.voice.whisper import WEIGHTS, load_whisper
 
     out = []
     for name in encoder_names(spec):
@@ -176,15 +176,15 @@ class WhisperHeadClassifier(nn.Module):
             self._register_load_state_dict_pre_hook(_absent_prior, with_module=True)
 
     def population_stats(self):
-        """The training frames' :class:`~sound2sight.speaker.SpeakerStats` (speaker_norm)."""
-        from sound2sight.speaker import SpeakerStats
+        """The training frames' :class:`~sound2sight.voice.speaker.SpeakerStats` (speaker_norm)."""
+        from sound2sight.voice.speaker import SpeakerStats
 
         mean, std = self.population_mean.cpu().numpy(), self.population_std.cpu().numpy()
         return SpeakerStats(mean, std, 0, 0)
 
     def shrink_prior(self):
-        """The :class:`~sound2sight.speaker.ShrinkPrior` learnt with the head, or None."""
-        from sound2sight.speaker import ShrinkPrior
+        """The :class:`~sound2sight.voice.speaker.ShrinkPrior` learnt with the head, or None."""
+        from sound2sight.voice.speaker import ShrinkPrior
 
         lexical = getattr(self, "prior_lexical", None)  # absent: trained without speaker_norm
         if lexical is None or not bool((lexical > 0).any()):
@@ -247,7 +247,7 @@ class VoiceEncoder(nn.Module):
 
     @classmethod
     def load(cls, spec: str, *, feature_pool: int, device: str = "cpu") -> VoiceEncoder:
-        from sound2sight.models.whisper import load_whisper
+        from sound2sight.voice.whisper import load_whisper
 
         loaded = [load_whisper(n, device=device) for n in encoder_names(spec)]
         return cls(
@@ -277,7 +277,7 @@ class VoiceEncoder(nn.Module):
     @torch.inference_mode()
     def forward(self, wave: torch.Tensor, n_samples: torch.Tensor | None = None) -> torch.Tensor:
         """``wave (B, n)`` zero-padded, ``n_samples (B,)`` valid samples -> ``(B, L, T', C)``."""
-        from sound2sight.models.whisper import encoder_frames
+        from sound2sight.voice.whisper import encoder_frames
 
         if n_samples is None:
             n_samples = torch.full((wave.shape[0],), wave.shape[1])
