@@ -1,0 +1,278 @@
+"""Pilot: does fine-tuning a Whisper tiny.en block on the CPU lift the frozen ceiling?
+
+    python benchmarks/finetune_pilot.py --data ../shared/data/audio --folds 0,1,2,3,4 --epochs 10
+
+SI-5 folds (``--folds``: each fold's speakers are the test set in turn; 15 % of the other
+speakers validate, early stopping after ``--patience`` epochs), one seed.  The frozen encoder's lower part runs once: the output of
+block 2 (``states[2]``, the first layer the default head reads) is kept at the full frame
+rate (50 frames/s, float16, in memory).  Then per arm a copy of block 3 and a fresh head are
+trained, the head reading ``[states[2], block 3's output]`` pooled by 4 exactly like the
+default head reads the cached features:
+
+- ``frozen``: block 3 keeps Whisper's weights (the default head's recipe, in this loop);
+- ``finetune1``: block 3 is trained too (AdamW, ``--block-lr``), with the head.
+
+Prints and writes ``benchmarks/results/finetune_pilot.json``: per epoch the validation and
+test accuracy / macro-F1 and the seconds; the test figures of the best validation epoch;
+the peak RSS; a ``"summary"`` of the mean over folds per arm.  A pilot, not yet the issue's
+protocol (one seed, one block; no LoRA arm): it measures what an epoch costs on 2 cores and
+whether fine-tuning moves SI-5 in the same training loop as the frozen baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "finetune_pilot.json"
+POOL = 4
+log = logging.getLogger("benchmarks.finetune_pilot")
+
+
+def lower_states(items, cfg, enc, front, *, batch: int = 16):
+    """``states[2]`` of each clip, ``(T_i, 384)`` float16 at the encoder's full rate."""
+    from tqdm import tqdm
+
+    from sound2sight.voice.audio import AudioError, load_audio
+    from sound2sight.voice.cache import prepare_voice
+    from sound2sight.voice.whisper import encoder_frames
+
+    waves, keep = [], []
+    for it in tqdm(items, desc="decode", unit="clip"):
+        try:
+            w = load_audio(
+                it.path, sample_rate=cfg.audio.sample_rate, max_seconds=cfg.audio.max_seconds
+            )
+            waves.append(prepare_voice(w, cfg, name=it.path))
+            keep.append(it)
+        except (AudioError, OSError, ValueError) as err:
+            log.warning("skipped %s", err)
+    order = np.argsort([len(w) for w in waves])
+    out: list[np.ndarray | None] = [None] * len(waves)
+    with torch.inference_mode():
+        for s in tqdm(range(0, len(order), batch), desc="blocks 1-2", unit="batch"):
+            idx = order[s : s + batch]
+            n = torch.tensor([len(waves[i]) for i in idx])
+            x = torch.zeros(len(idx), int(n.max()))
+            for j, i in enumerate(idx):
+                x[j, : len(waves[i])] = torch.from_numpy(waves[i])
+            lengths = torch.tensor([encoder_frames(int(k)) for k in n])
+            mel = front(x)
+            h = F.gelu(enc.conv2(F.gelu(enc.conv1(mel)))).transpose(1, 2)
+            h = h + enc.positions[: h.shape[1]]
+            mask = (torch.arange(h.shape[1])[None, :] < lengths[:, None])[:, None, None, :]
+            for block in enc.blocks[:2]:
+                h = block(h, mask)
+            for j, i in enumerate(idx):
+                out[i] = h[j, : int(lengths[j])].numpy().astype(np.float16)
+    return keep, out
+
+
+class Tuned(torch.nn.Module):
+    """Block 3 of Whisper (trainable or not) + the default head over ``[states2, block3]``."""
+
+    def __init__(self, block, head_cfg):
+        super().__init__()
+        from sound2sight.voice.model import WhisperHeadClassifier
+
+        self.block = block
+        self.head = WhisperHeadClassifier(head_cfg, groups=[(2, 384)])
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        keep = torch.arange(t)[None, :] < lengths[:, None]  # (B, T)
+        y = self.block(x, keep[:, None, None, :])
+        h = torch.stack([x, y], dim=1) * keep[:, None, :, None]  # (B, 2, T, C)
+        pad = (-t) % POOL
+        h = F.pad(h, (0, 0, 0, pad))
+        b, n_l, tp, c = h.shape
+        s = h.view(b, n_l, tp // POOL, POOL, c).sum(3)
+        k = F.pad(keep.float(), (0, pad)).view(b, tp // POOL, POOL).sum(2)
+        return self.head(s / k.clamp_min(1.0)[:, None, :, None])
+
+
+def batches(rows, states, y, size, rng=None):
+    rows = np.asarray(rows)
+    if rng is not None:  # shuffled, then length-sorted within chunks of 8 batches
+        rows = rng.permutation(rows)
+        chunks = [rows[i : i + size * 8] for i in range(0, len(rows), size * 8)]
+        rows = np.concatenate([c[np.argsort([len(states[i]) for i in c])] for c in chunks])
+    else:
+        rows = rows[np.argsort([len(states[i]) for i in rows])]
+    for s in range(0, len(rows), size):
+        idx = rows[s : s + size]
+        n = torch.tensor([len(states[i]) for i in idx])
+        x = torch.zeros(len(idx), int(n.max()), 384)
+        for j, i in enumerate(idx):
+            x[j, : n[j]] = torch.from_numpy(states[i].astype(np.float32))
+        yield x, n, torch.as_tensor(y[idx])
+
+
+def evaluate(model, rows, states, y) -> dict:
+    from sound2sight.labels import EMOTIONS
+    from sound2sight.metrics import classification_report
+
+    model.eval()
+    preds, truth = [], []
+    with torch.inference_mode():
+        for x, n, t in batches(rows, states, y, 64):
+            preds.append(model(x, n).argmax(1).numpy())
+            truth.append(t.numpy())
+    r = classification_report(np.concatenate(truth), np.concatenate(preds), labels=EMOTIONS)
+    return {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
+
+
+def run_arm(name, enc, head_cfg, states, y, split, args) -> dict:
+    torch.manual_seed(args.seed)
+    block = copy.deepcopy(enc.blocks[2])
+    train_block = name != "frozen"
+    for p in block.parameters():
+        p.requires_grad_(train_block)
+    model = Tuned(block, head_cfg)
+    groups = [{"params": model.head.parameters(), "lr": args.lr}]
+    if train_block:
+        groups.append({"params": block.parameters(), "lr": args.block_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=0.01)
+    sched = None
+    if args.schedule == "cosine":  # as the project's trainer: cosine over the epochs
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(args.epochs, 1))
+    counts = np.bincount(y[split["train"]], minlength=3)
+    weights = torch.tensor(counts.sum() / (3 * counts), dtype=torch.float32)
+    rng = np.random.default_rng(args.seed)
+    history, best = [], None
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        for x, n, t in batches(split["train"], states, y, args.batch, rng):
+            loss = F.cross_entropy(model(x, n), t, weight=weights)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sec = time.perf_counter() - t0
+        if sched is not None:
+            sched.step()
+        row = {
+            "epoch": epoch,
+            "train_seconds": round(sec, 1),
+            "val": evaluate(model, split["val"], states, y),
+            "test": evaluate(model, split["test"], states, y),
+        }
+        history.append(row)
+        log.info("%s %s", name, json.dumps(row))
+        if best is None or row["val"]["macro_f1"] > best["val"]["macro_f1"]:
+            best = row
+        elif epoch - best["epoch"] >= args.patience:
+            break
+    return {"history": history, "best_by_val": best}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "audio")
+    ap.add_argument("--folds", default="0", help="SI-5 test folds, comma list")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--patience", type=int, default=3, help="epochs without val macro-F1 gain")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3, help="head learning rate")
+    ap.add_argument("--block-lr", type=float, default=1e-4, help="fine-tuned block learning rate")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--schedule", choices=["none", "cosine"], default="none", help="LR schedule")
+    ap.add_argument("--arms", default="frozen,finetune1")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+
+    from sound2sight.config import load_config
+    from sound2sight.datasets import load_audio_corpus
+    from sound2sight.datasets.base import assign_folds, read_folds_csv
+    from sound2sight.io import atomic_write_json
+    from sound2sight.labels import EMOTIONS
+    from sound2sight.train.protocols import fold_split
+    from sound2sight.voice.whisper import load_whisper
+
+    t0 = time.perf_counter()
+    cfg = load_config(overrides=[f"seed={args.seed}"])
+    items = [it for it in load_audio_corpus(args.data).items if it.label]
+    items = assign_folds(items, n_folds=5, folds=read_folds_csv(args.data / "folds.csv"))
+    enc, front, _ = load_whisper("tiny.en")
+    enc.eval()
+    items, states = lower_states(items, cfg, enc, front)
+    cache_s = time.perf_counter() - t0
+    y = np.array([EMOTIONS.index(it.label) for it in items])
+    log.info("states cached in %.0f s (%d clips)", cache_s, len(items))
+    head_cfg = copy.deepcopy(cfg.classifier)
+    head_cfg.layers = "0,1"
+    folds = [int(f) for f in args.folds.split(",")]
+    arm_names = args.arms.split(",")
+    per_fold: dict[int, dict] = {}
+    for fold in folds:
+        split_items = fold_split(items, test_fold=fold, cfg=cfg)
+        assert [it.path for it in split_items] == [it.path for it in items]
+        split = {
+            s: np.flatnonzero([it.split == s for it in split_items])
+            for s in ("train", "val", "test")
+        }
+        log.info("fold %d: %s", fold, {k: len(v) for k, v in split.items()})
+        per_fold[fold] = {a: run_arm(a, enc, head_cfg, states, y, split, args) for a in arm_names}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GB (KB on Linux)
+    summary = {}
+    lines = [f"seed {args.seed}, folds {args.folds}: test at each fold's best validation epoch"]
+    for a in arm_names:
+        acc = [per_fold[f][a]["best_by_val"]["test"]["accuracy"] for f in folds]
+        f1 = [per_fold[f][a]["best_by_val"]["test"]["macro_f1"] for f in folds]
+        sec = float(
+            np.median([h["train_seconds"] for f in folds for h in per_fold[f][a]["history"]])
+        )
+        fold_min = (
+            float(
+                np.median(
+                    [sum(h["train_seconds"] for h in per_fold[f][a]["history"]) for f in folds]
+                )
+            )
+            / 60
+        )
+        summary[a] = {
+            "accuracy_mean": float(np.mean(acc)),
+            "macro_f1_mean": float(np.mean(f1)),
+            "accuracy_per_fold": acc,
+            "macro_f1_per_fold": f1,
+            "seconds_per_epoch_median": sec,
+            "minutes_per_fold_median": round(fold_min, 2),
+        }
+        lines.append(
+            f"{a:10s} accuracy {np.mean(acc):.3f}  macro-F1 {np.mean(f1):.3f}  "
+            f"(per fold {' '.join(f'{v:.3f}' for v in acc)}; {sec:.0f} s per training epoch, "
+            f"{fold_min:.1f} min per fold)"
+        )
+    table = "\n".join(lines)
+    print(table)
+    out = {
+        "summary": summary,
+        "folds": folds,
+        "seed": args.seed,
+        "lower_states_seconds": round(cache_s, 1),
+        "per_fold": {str(f): v for f, v in per_fold.items()},
+        "peak_rss_gb": round(peak, 2),
+        "table": table,
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "command": "python benchmarks/finetune_pilot.py " + " ".join(argv or sys.argv[1:]),
+    }
+    print(f"wrote {atomic_write_json(args.out, out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
