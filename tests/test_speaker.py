@@ -144,6 +144,16 @@ def test_pipeline_calibration_api(tiny_run, tmp_path, monkeypatch):
     assert third.calibrated_on == 3 and third.probabilities != own
     assert pipe.speaker is None  # a per-call calibration is not kept
     raw = pipe(voice, sample_rate=16000, n_images=0, k=0).voice_features
+    from sound2sight.voice.speaker import recording_stats
+
+    compact = pipe(
+        voice,
+        sample_rate=16000,
+        n_images=0,
+        k=0,
+        speaker_recordings=[recording_stats(f) for f in earlier],
+    )  # what the page keeps
+    assert compact.probabilities == pytest.approx(third.probabilities, abs=1e-5)
     pipe.speaker = pipe.speaker_from([*earlier, raw])  # the same statistics, kept this time
     kept = pipe(voice, sample_rate=16000, n_images=0, k=0).probabilities
     assert kept == pytest.approx(third.probabilities, abs=1e-6)

@@ -274,7 +274,7 @@ class Sound2Sight:
         their recordings (any emotions, unlabelled); later calls are standardised by them.
 
         Only for a voice model trained with ``classifier.speaker_norm=true`` (without a
-        calibration such a model uses the statistics of its training frames).  A recording that
+        calibration such a model reads each recording on its own: :meth:`speaker_from` of it).  A recording that
         fails (silent, corrupt, ...) is skipped with a warning; none left is an error.
         :meth:`forget_speaker` undoes it.  Returns the :class:`~sound2sight.voice.speaker.SpeakerStats`.
         """
@@ -331,8 +331,9 @@ class Sound2Sight:
             Seeds the noise when ``generator`` is not given.
         generator : torch.Generator | None
             Explicit source of randomness for the GAN noise.
-        speaker_recordings : list of np.ndarray | None
-            The ``voice_features`` of earlier results of the same speaker: this recording is
+        speaker_recordings : list of np.ndarray | SpeakerStats | None
+            The ``voice_features`` of earlier results of the same speaker (or their
+            :func:`~sound2sight.voice.speaker.recording_stats`): this recording is
             then standardised by the statistics of those and itself (:meth:`speaker_from`)
             instead of :meth:`calibrate_to_speaker`'s; ``Result.calibrated_on`` says how
             many recordings that was.  Only for a speaker-normalised voice model.

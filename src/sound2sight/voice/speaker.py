@@ -39,6 +39,8 @@ __all__ = [
     "calibrate",
     "shrink_prior",
     "speaker_stats",
+    "pooled_stats",
+    "recording_stats",
     "standardise",
     "standardise_alone",
     "standardise_by_speaker",
@@ -187,11 +189,14 @@ def shrink_prior(
 
 
 def calibrate(
-    recordings: Sequence[np.ndarray], population: SpeakerStats, prior: ShrinkPrior | None
+    recordings: Sequence[np.ndarray | SpeakerStats],
+    population: SpeakerStats,
+    prior: ShrinkPrior | None,
 ) -> SpeakerStats:
     """One speaker's statistics from the raw features of their ``recordings`` (each
-    ``(windows, L, T, C)``), shrunk towards ``population`` by ``prior`` (see above; None:
-    the recordings' own statistics, as a head trained before the prior existed does).
+    ``(windows, L, T, C)``, or its :func:`recording_stats`), shrunk towards ``population``
+    by ``prior`` (see above; None: the recordings' own statistics, as a head trained before
+    the prior existed does).
 
     >>> pop = SpeakerStats(np.zeros((1, 2), np.float32), np.ones((1, 2), np.float32), 0, 0)
     >>> prior = ShrinkPrior(np.full((1, 2), 0.5, np.float32), np.ones((1, 2), np.float32))
@@ -204,11 +209,9 @@ def calibrate(
     """
     if not recordings:
         raise ValueError("calibration needs at least one recording")
-    from sound2sight.voice.cache import stack_features
-
-    windows = [w for rec in recordings for w in np.asarray(rec)]
-    own = speaker_stats(stack_features(windows))
-    own = SpeakerStats(own.mean, own.std, len(recordings), own.n_frames)
+    own = pooled_stats(
+        [r if isinstance(r, SpeakerStats) else recording_stats(r) for r in recordings]
+    )
     if prior is None:
         return own
     d2 = np.square(own.mean.astype(np.float64) - population.mean)  # (L, C)
@@ -224,6 +227,43 @@ def calibrate(
         np.maximum(std, MIN_STD).astype(np.float32),
         own.n_clips,
         own.n_frames,
+    )
+
+
+def recording_stats(features: np.ndarray) -> SpeakerStats:
+    """The statistics of one recording's raw features ``(windows, L, T, C)`` (all its
+    windows' frames), counted as one clip: what a calibration needs of it, ~100x smaller."""
+    from sound2sight.voice.cache import stack_features
+
+    own = speaker_stats(stack_features(list(np.asarray(features))))
+    return SpeakerStats(own.mean, own.std, 1, own.n_frames)
+
+
+def pooled_stats(parts: Sequence[SpeakerStats]) -> SpeakerStats:
+    """The statistics of all frames of ``parts`` together (frame-weighted moments); its
+    ``n_clips`` is the sum of theirs.
+
+    >>> x = np.random.default_rng(0).normal(size=(4, 1, 5, 2)).astype(np.float32)
+    >>> a, b, both = speaker_stats(x[:1]), speaker_stats(x[1:]), speaker_stats(x)
+    >>> p = pooled_stats([a, b])
+    >>> bool(np.allclose(p.mean, both.mean, atol=1e-5) and np.allclose(p.std, both.std, atol=1e-5))
+    True
+    >>> p.n_clips, p.n_frames
+    (4, 20)
+    """
+    if not parts:
+        raise ValueError("no statistics to pool")
+    n = np.array([p.n_frames for p in parts], np.float64)
+    w = (n / n.sum())[:, None, None]
+    means = np.stack([p.mean for p in parts]).astype(np.float64)
+    second = np.stack([np.square(p.std) for p in parts]).astype(np.float64) + np.square(means)
+    mean = (w * means).sum(0)
+    std = np.sqrt(np.maximum((w * second).sum(0) - np.square(mean), 0.0))
+    return SpeakerStats(
+        mean.astype(np.float32),
+        np.maximum(std, MIN_STD).astype(np.float32),
+        int(sum(p.n_clips for p in parts)),
+        int(n.sum()),
     )
 
 

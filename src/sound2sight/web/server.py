@@ -161,7 +161,10 @@ def _paint_now(
         held = len(earlier)
         keep = _calibration_available(pipeline) and limits.calibration != "off"
         if keep and result.voice_features is not None:  # "off": no voice is kept at all
-            held = session[0].add(session[1], result.voice_features)
+            from sound2sight.voice.speaker import recording_stats
+
+            feats = result.voice_features  # kept as its statistics: what a calibration needs
+            held = session[0].add(session[1], recording_stats(feats) if feats.ndim == 4 else feats)
         payload["calibration"] = {
             "available": _calibration_available(pipeline),
             "mode": limits.calibration,

@@ -1,11 +1,12 @@
 """Voices kept for one browser session, in server memory only, to calibrate to that speaker.
 
 A page load asks for a random session id (``POST /api/session``); each recording it sends
-with that id adds its voice features (the frozen encoder's output, never the audio) to the
-session.  Nothing is written to disk.  A session is dropped after ``ttl`` seconds without a
+with that id adds the statistics of its voice features (per encoder layer and channel, the
+mean and spread of the frozen encoder's output; never the audio) to the session.  Nothing is written to disk.  A session is dropped after ``ttl`` seconds without a
 request, by ``DELETE /api/session/<id>`` (the page's "forget my voice" button), and the
 least recently used one goes first when ``max_sessions`` are held.  Each session keeps at
-most ``max_recordings`` recordings (the newest).
+most ``max_recordings`` recordings (the newest).  A recording's statistics take ~15 KB
+(tiny.en: 2 x 5 layers x 384 channels, float32), so the defaults bound the store at ~150 MB.
 
 >>> store = VoiceSessions(ttl=60.0)
 >>> sid = store.new()
@@ -43,7 +44,7 @@ class VoiceSessions:
         self,
         *,
         ttl: float = 30 * 60.0,
-        max_sessions: int = 1000,
+        max_sessions: int = 500,
         max_recordings: int = 20,
         clock=time.monotonic,
     ) -> None:
