@@ -178,13 +178,10 @@ def neutral_stats(
 
 def shrink_fixed(stats, population, strength: float):
     """``stats`` of ``n`` clips blended with ``population``: moments weighted ``n / (n + strength)``."""
+    from sound2sight.voice.speaker import blend_stats
+
     w = stats.n_clips / (stats.n_clips + strength)
-    m_s, m_p = stats.mean.astype(np.float64), population.mean.astype(np.float64)
-    q_s = np.square(stats.std.astype(np.float64)) + np.square(m_s)
-    q_p = np.square(population.std.astype(np.float64)) + np.square(m_p)
-    mean = w * m_s + (1 - w) * m_p
-    std = np.maximum(np.sqrt(np.maximum(w * q_s + (1 - w) * q_p - np.square(mean), 0)), 1e-3)
-    return SpeakerStats(mean.astype(np.float32), std.astype(np.float32), stats.n_clips, 0)
+    return blend_stats([stats, population], [w, 1 - w], n_clips=stats.n_clips, n_frames=0)
 
 
 def calibration_sets(y: np.ndarray, k: int, mix: str, rng: np.random.Generator, max_eval: int):

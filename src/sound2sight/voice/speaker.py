@@ -36,6 +36,7 @@ import numpy as np
 __all__ = [
     "ShrinkPrior",
     "SpeakerStats",
+    "blend_stats",
     "calibrate",
     "shrink_prior",
     "speaker_stats",
@@ -217,16 +218,22 @@ def calibrate(
     d2 = np.square(own.mean.astype(np.float64) - population.mean)  # (L, C)
     noise = prior.noise(len(recordings))
     w = np.clip(1.0 - noise.sum(-1) / np.maximum(d2.sum(-1), 1e-12), 0.0, 1.0)[:, None]  # (L, 1)
-    m_s, m_p = own.mean.astype(np.float64), population.mean.astype(np.float64)
-    q_s = np.square(own.std.astype(np.float64)) + np.square(m_s)  # second moments
-    q_p = np.square(population.std.astype(np.float64)) + np.square(m_p)
-    mean = w * m_s + (1 - w) * m_p
-    std = np.sqrt(np.maximum(w * q_s + (1 - w) * q_p - np.square(mean), 0.0))
+    return blend_stats([own, population], [w, 1.0 - w], n_clips=own.n_clips, n_frames=own.n_frames)
+
+
+def blend_stats(parts: Sequence[SpeakerStats], weights, *, n_clips: int, n_frames: int):
+    """The mixture of ``parts``: their means and second moments weighted by ``weights``
+    (one per part, each a scalar or broadcasting to ``(L, C)``; they sum to 1)."""
+    w = [np.asarray(k, np.float64) for k in weights]
+    means = [p.mean.astype(np.float64) for p in parts]
+    mean = sum(k * m for k, m in zip(w, means, strict=True))
+    second = sum(
+        k * (np.square(p.std.astype(np.float64)) + np.square(m))
+        for k, p, m in zip(w, parts, means, strict=True)
+    )
+    std = np.sqrt(np.maximum(second - np.square(mean), 0.0))
     return SpeakerStats(
-        mean.astype(np.float32),
-        np.maximum(std, MIN_STD).astype(np.float32),
-        own.n_clips,
-        own.n_frames,
+        mean.astype(np.float32), np.maximum(std, MIN_STD).astype(np.float32), n_clips, n_frames
     )
 
 
@@ -254,17 +261,8 @@ def pooled_stats(parts: Sequence[SpeakerStats]) -> SpeakerStats:
     if not parts:
         raise ValueError("no statistics to pool")
     n = np.array([p.n_frames for p in parts], np.float64)
-    w = (n / n.sum())[:, None, None]
-    means = np.stack([p.mean for p in parts]).astype(np.float64)
-    second = np.stack([np.square(p.std) for p in parts]).astype(np.float64) + np.square(means)
-    mean = (w * means).sum(0)
-    std = np.sqrt(np.maximum((w * second).sum(0) - np.square(mean), 0.0))
-    return SpeakerStats(
-        mean.astype(np.float32),
-        np.maximum(std, MIN_STD).astype(np.float32),
-        int(sum(p.n_clips for p in parts)),
-        int(n.sum()),
-    )
+    clips = int(sum(p.n_clips for p in parts))
+    return blend_stats(parts, n / n.sum(), n_clips=clips, n_frames=int(n.sum()))
 
 
 def standardise_alone(
