@@ -122,6 +122,12 @@ def test_pipeline_calibration_api(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setattr(pipe.classifier, "population_mean", pop_mean, raising=False)
     monkeypatch.setattr(pipe.classifier, "population_std", torch.ones(L, C) * 3, raising=False)
     own = pipe(voice, sample_rate=16000, n_images=0, k=0).probabilities  # training statistics
+    assert pipe.classifier.shrink_prior() is None  # a head without a prior reads one recording
+    pipe.speaker = pipe.classifier.population_stats()  # by the training frames' statistics,
+    assert pipe(voice, sample_rate=16000, n_images=0, k=0).probabilities == pytest.approx(own)
+    pipe.speaker = None  # not by the recording's own plain statistics
+    plain = pipe(voice, sample_rate=16000, n_images=0, k=0, speaker_recordings=[])
+    assert plain.probabilities != own and plain.calibrated_on == 1
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(16000, np.float32), 16000)
     clips = [synth_voice(e, speaker=1, seed=10 + i) for i, e in enumerate(EMOTIONS)]

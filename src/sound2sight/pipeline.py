@@ -73,6 +73,7 @@ class Result:
     voice_features: np.ndarray | None = field(
         default=None, repr=False
     )  # (windows, layers, frames, channels) float16: the encoder's raw output for this recording
+    # (speaker-normalised voice models only: what calibrating to its speaker needs)
 
 
 class Sound2Sight:
@@ -247,14 +248,11 @@ class Sound2Sight:
         """Whether the voice model was trained on per-speaker standardised features."""
         return self.voice is not None and bool(self.classifier.cfg.speaker_norm)
 
-    def _per_speaker(self, feats: torch.Tensor, stats: SpeakerStats | None) -> torch.Tensor:
-        """Standardise by ``stats`` (a calibrated speaker; None: the statistics of the model's
-        training frames) when the voice model was trained that way; else ``feats`` as is."""
-        if not self.speaker_normalised:
-            return feats
+    @staticmethod
+    def _per_speaker(feats: torch.Tensor, stats: SpeakerStats) -> torch.Tensor:
+        """``feats`` standardised by a speaker's ``stats`` (speaker-normalised models)."""
         from sound2sight.voice.speaker import standardise
 
-        stats = stats or self.classifier.population_stats()
         return torch.from_numpy(standardise(feats.cpu().numpy(), stats)).to(feats.device)
 
     def speaker_from(self, recordings) -> SpeakerStats:
@@ -341,15 +339,19 @@ class Sound2Sight:
         t = {"start": time.perf_counter()}
         name, wave = self._speech(audio, sample_rate)
         feats, n_windows = self._features(wave, name)
-        raw = None if self.voice is None else feats.cpu().numpy().astype(np.float16)
-        speaker, calibrated_on = self.speaker, 0 if self.speaker is None else self.speaker.n_clips
-        if raw is not None and self.speaker_normalised:
+        raw, speaker = None, self.speaker
+        calibrated_on = 0 if speaker is None else speaker.n_clips
+        if self.speaker_normalised:  # what a calibration of this speaker needs of the take
+            from sound2sight.voice.speaker import alone_stats
+
+            raw = feats.cpu().numpy().astype(np.float16)
+            c = self.classifier
             if speaker_recordings is not None:
                 speaker = self.speaker_from([*speaker_recordings, raw])
                 calibrated_on = len(speaker_recordings) + 1
-            elif speaker is None:  # this recording alone: shrunk, so a voice like the
-                speaker = self.speaker_from([raw])  # training ones keeps their statistics
-        feats = self._per_speaker(feats, speaker)
+            elif speaker is None:  # this recording alone (shrunk, or the training statistics)
+                speaker = alone_stats(raw, c.population_stats(), c.shrink_prior())
+            feats = self._per_speaker(feats, speaker)
         t["features"] = time.perf_counter()
         logits, emb = self.classifier.logits_and_embedding(feats)  # (W, 3), (W, embed_dim)
         t_soft = getattr(self.classifier, "temperature", None)  # fitted on validation speakers
@@ -388,7 +390,7 @@ class Sound2Sight:
             provenance=dict(self.provenance),
             painted_emotions=painted,
             steered=shift,
-            calibrated_on=calibrated_on if self.speaker_normalised else 0,
+            calibrated_on=calibrated_on,
             voice_features=raw,
         )
 

@@ -36,6 +36,7 @@ import numpy as np
 __all__ = [
     "ShrinkPrior",
     "SpeakerStats",
+    "alone_stats",
     "blend_stats",
     "calibrate",
     "shrink_prior",
@@ -276,5 +277,15 @@ def standardise_alone(
         return standardise(x, population)
     out = np.empty_like(x)
     for i in range(len(x)):
-        out[i] = standardise(x[i : i + 1], calibrate([x[i : i + 1]], population, prior))[0]
+        out[i] = standardise(x[i : i + 1], alone_stats(x[i : i + 1], population, prior))[0]
     return out
+
+
+def alone_stats(
+    recording: np.ndarray, population: SpeakerStats, prior: ShrinkPrior | None
+) -> SpeakerStats:
+    """The statistics one recording ``(windows, L, T, C)`` is read with when nothing else
+    of its speaker is known: :func:`calibrate` of it alone, or without a ``prior`` (a head
+    saved before it existed) the training frames' statistics, never the recording's own
+    plain statistics (its mean carries its emotion)."""
+    return population if prior is None else calibrate([recording], population, prior)
