@@ -163,8 +163,8 @@ def _paint_now(
         if keep and result.voice_features is not None:  # "off": no voice is kept at all
             from sound2sight.voice.speaker import recording_stats
 
-            feats = result.voice_features  # kept as its statistics: what a calibration needs
-            held = session[0].add(session[1], recording_stats(feats) if feats.ndim == 4 else feats)
+            # kept as its statistics: what a calibration needs of it
+            held = session[0].add(session[1], recording_stats(result.voice_features))
         payload["calibration"] = {
             "available": _calibration_available(pipeline),
             "mode": limits.calibration,
