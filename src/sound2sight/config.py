@@ -334,6 +334,7 @@ _RULES: dict[str, tuple] = {
     "data.n_folds": (lambda v: v >= 2, ">= 2"),
     "classifier.arch": _one_of("whisper", "vgg", "resnet", "crnn"),
     "classifier.pooling": _one_of("attentive", "mean"),
+    "classifier.utterance_norm": _one_of("", "mean", "meanstd"),
     "data.audio_format": _one_of("auto", "ravdess", "crema_d", "tess", "savee", "folder"),
     "gan.image_size": _one_of(128, 256),
     "gan.condition": _one_of("neighbours", "voice"),
@@ -406,11 +407,6 @@ def validate(cfg: Config) -> Config:
     for key, value, ok, desc in pairs:
         if not ok:
             raise ConfigError(f"{key}={value!r}: must be {desc}")
-    if cfg.classifier.utterance_norm not in ("", "mean", "meanstd"):
-        raise ConfigError(
-            f"classifier.utterance_norm={cfg.classifier.utterance_norm!r}: must be '', "
-            "'mean' or 'meanstd'"
-        )
     if wave_views(cfg.classifier.wave_augment) and cfg.classifier.speaker_norm:
         raise ConfigError(
             "classifier.wave_augment and classifier.speaker_norm=true together are not supported "
