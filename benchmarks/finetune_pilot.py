@@ -34,6 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sound2sight.voice.model import pool_frames
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "finetune_pilot.json"
 POOL = 4
@@ -94,12 +96,7 @@ class Tuned(torch.nn.Module):
         keep = torch.arange(t)[None, :] < lengths[:, None]  # (B, T)
         y = self.block(x, keep[:, None, None, :])
         h = torch.stack([x, y], dim=1) * keep[:, None, :, None]  # (B, 2, T, C)
-        pad = (-t) % POOL
-        h = F.pad(h, (0, 0, 0, pad))
-        b, n_l, tp, c = h.shape
-        s = h.view(b, n_l, tp // POOL, POOL, c).sum(3)
-        k = F.pad(keep.float(), (0, pad)).view(b, tp // POOL, POOL).sum(2)
-        return self.head(s / k.clamp_min(1.0)[:, None, :, None])
+        return self.head(pool_frames(h, keep, POOL))  # as the cached features are pooled
 
 
 def batches(rows, states, y, size, rng=None):

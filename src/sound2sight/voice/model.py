@@ -31,6 +31,7 @@ __all__ = [
     "WhisperHeadClassifier",
     "encoder_names",
     "feature_groups",
+    "pool_frames",
     "select_layers",
 ]
 
@@ -292,14 +293,22 @@ class VoiceEncoder(nn.Module):
             parts.append(h)
         h = torch.cat(parts, dim=-1)  # (B, L, T, C)
         keep = torch.arange(h.shape[2])[None, :] < lengths[:, None]  # (B, T)
-        h = h * keep[:, None, :, None]
-        p = self.feature_pool
-        t = h.shape[2]
-        if p > 1:
-            h = F.pad(h, (0, 0, 0, (-t) % p))
-            b, n_l, tp, c = h.shape
-            s = h.view(b, n_l, tp // p, p, c).sum(3)  # (B, L, T', C)
-            k = keep.float()
-            k = F.pad(k, (0, (-t) % p)).view(b, tp // p, p).sum(2)  # valid frames per bin
-            h = s / k.clamp_min(1.0)[:, None, :, None]
+        return pool_frames(h * keep[:, None, :, None], keep, self.feature_pool)
+
+
+def pool_frames(h: torch.Tensor, keep: torch.Tensor, p: int) -> torch.Tensor:
+    """``h`` ``(B, L, T, C)``, zero where ``keep`` ``(B, T)`` is false, averaged over bins of
+    ``p`` frames (valid frames only) -> ``(B, L, ceil(T / p), C)``; an empty bin stays zero.
+
+    >>> h = torch.arange(5.0).view(1, 1, 5, 1); keep = torch.tensor([[1, 1, 1, 0, 0]]).bool()
+    >>> pool_frames(h * keep[:, None, :, None], keep, 2).flatten().tolist()
+    [0.5, 2.0, 0.0]
+    """
+    if p <= 1:
         return h
+    t = h.shape[2]
+    h = F.pad(h, (0, 0, 0, (-t) % p))
+    b, n_l, tp, c = h.shape
+    s = h.view(b, n_l, tp // p, p, c).sum(3)  # (B, L, T', C)
+    k = F.pad(keep.float(), (0, (-t) % p)).view(b, tp // p, p).sum(2)  # valid frames per bin
+    return s / k.clamp_min(1.0)[:, None, :, None]
