@@ -70,12 +70,7 @@ def lower_states(items, cfg, enc, front, *, batch: int = 16):
             for j, i in enumerate(idx):
                 x[j, : len(waves[i])] = torch.from_numpy(waves[i])
             lengths = torch.tensor([encoder_frames(int(k)) for k in n])
-            mel = front(x)
-            h = F.gelu(enc.conv2(F.gelu(enc.conv1(mel)))).transpose(1, 2)
-            h = h + enc.positions[: h.shape[1]]
-            mask = (torch.arange(h.shape[1])[None, :] < lengths[:, None])[:, None, None, :]
-            for block in enc.blocks[:2]:
-                h = block(h, mask)
+            h = enc(front(x), lengths, n_blocks=2)[-1]  # states[2]
             for j, i in enumerate(idx):
                 out[i] = h[j, : int(lengths[j])].numpy().astype(np.float16)
     return keep, out

@@ -171,8 +171,12 @@ class WhisperEncoder(nn.Module):
         self.blocks = nn.ModuleList(_Block(cfg.width, cfg.heads) for _ in range(cfg.layers))
         self.ln_post = nn.LayerNorm(cfg.width)
 
-    def forward(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """``lengths`` (B,): valid encoder frames per clip; padded frames are not attended to."""
+    def forward(
+        self, mel: torch.Tensor, lengths: torch.Tensor | None = None, *, n_blocks: int | None = None
+    ) -> list[torch.Tensor]:
+        """``lengths`` (B,): valid encoder frames per clip; padded frames are not attended to.
+        ``n_blocks``: run only the first ones (``states[: n_blocks + 1]``; no final LayerNorm
+        unless every block ran)."""
         x = F.gelu(self.conv2(F.gelu(self.conv1(mel))))  # (B, width, T)
         x = x.transpose(1, 2)  # (B, T, width)
         t = x.shape[1]
@@ -184,10 +188,11 @@ class WhisperEncoder(nn.Module):
             keep = torch.arange(t, device=x.device)[None, :] < lengths[:, None]  # (B, T)
             mask = keep[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
         states = [x]
-        for block in self.blocks:
+        for block in self.blocks[:n_blocks]:
             x = block(x, mask)
             states.append(x)
-        states[-1] = self.ln_post(x)
+        if len(states) == len(self.blocks) + 1:
+            states[-1] = self.ln_post(x)
         return states
 
 
