@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from sound2sight.labels import EMOTIONS
     from sound2sight.voice.cache import load_voice_features
     from sound2sight.voice.pretrained import load_shipped
-    from sound2sight.voice.speaker import SpeakerStats, standardise, standardise_by_speaker
+    from sound2sight.voice.speaker import standardise, standardise_by_speaker
 
     head, cfg, card = load_shipped(args.model)
     if not cfg.classifier.speaker_norm:
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     seen = set(card["data"]["speakers"]["train"]) | set(card["data"]["speakers"]["val"])
     if base is not None:
         seen |= set(base[2]["data"]["speakers"]["train"]) | set(base[2]["data"]["speakers"]["val"])
-    pop = SpeakerStats(head.population_mean.numpy(), head.population_std.numpy(), 0, 0)
+    pop = head.population_stats()
     ks = [int(k) for k in args.ks.split(",")]
     rows: dict[str, dict] = {}
     for corpus in CORPORA:
