@@ -4,13 +4,16 @@ Every clip of the shared pool (RAVDESS, TESS, SAVEE, CREMA-D: 6,016 acted uttera
 of them speech) goes through :func:`sound2sight.voice.vad.extract_speech` with the pipeline's
 settings, as the checked-out code has it ("after") and as a git revision had it
 ("before", ``--before REV``, default ``HEAD``: that revision's ``src/sound2sight/voice/vad.py``
-loaded beside the current one).  Each clip is also checked with a DC offset and with 50 Hz
-hum added (``--faults``), the faults cheap microphones add.  Every clip still refused is
-listed with the reason.
+loaded beside the current one; ``--before REV1,REV2`` adds one arm per revision, the first
+called "before", the others by their revision).  Each clip is also checked with a DC
+offset and with 50 Hz hum added (``--faults``), the faults cheap microphones add.  Every
+clip still refused is listed with the reason.
 
 Usage::
 
     python benchmarks/speech_refusals.py --data ../shared/data/audio --before 'HEAD~1'
+    python benchmarks/speech_refusals.py --data ../shared/data/audio \
+        --before c55c3cd,d0796f0 --faults
 
 Prints a table and writes ``benchmarks/results/speech_refusals.json``.
 """
@@ -73,7 +76,9 @@ def faults(wave: np.ndarray) -> dict[str, np.ndarray]:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder with RAVDESS/ TESS/ ...")
-    ap.add_argument("--before", default="HEAD", help="git revision of the 'before' arm")
+    ap.add_argument(
+        "--before", default="HEAD", help="git revision(s) of the earlier arm(s), comma-separated"
+    )
     ap.add_argument("--faults", action="store_true", help="also with a DC offset and hum")
     ap.add_argument("--limit", type=int, default=0, help="first N clips only (a smoke run)")
     ap.add_argument(
@@ -87,13 +92,14 @@ def main(argv: list[str] | None = None) -> dict:
     from sound2sight.voice.audio import AudioError, load_audio
 
     torch.set_num_threads(1)
-    before = load_revision(args.before)
+    revisions = [r for r in args.before.split(",") if r]
     pc = PipelineConfig()
     clips = sorted(p for p in args.data.rglob("*") if p.suffix.lower() in (".wav", ".mp3", ".flac"))
     clips = [p for p in clips if "originals" not in p.parts]
     if args.limit:
         clips = clips[: args.limit]
-    arms = {"before": before, "after": after}
+    arms = {("before" if i == 0 else r): load_revision(r) for i, r in enumerate(revisions)}
+    arms["after"] = after
     kinds = list(faults(np.zeros(1, np.float32))) if args.faults else ["as recorded"]
     refused: dict[str, dict[str, list]] = {a: {k: [] for k in kinds} for a in arms}
     undecodable, t0 = [], time.perf_counter()
@@ -127,10 +133,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"\n{len(clips)} clips ({len(undecodable)} undecodable), {time.perf_counter() - t0:.0f} s"
     )
-    print(f"{'input':<28}{'before':>16}{'after':>16}")
+    print(f"{'input':<28}" + "".join(f"{a:>18}" for a in arms))
     for k in kinds:
         cells = [f"{summary[a][k]['refused']} ({100 * summary[a][k]['share']:.2f} %)" for a in arms]
-        print(f"{k:<28}{cells[0]:>16}{cells[1]:>16}")
+        print(f"{k:<28}" + "".join(f"{c:>18}" for c in cells))
     print("\nstill refused after the change (as recorded):")
     for r in refused["after"]["as recorded"]:
         print(f"  {r['clip']}: {r['reason']} (median peak share {r['median_peak_share']})")
@@ -138,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
         a: {k: v if len(v) <= 200 else v[:20] for k, v in by.items()} for a, by in refused.items()
     }
     out = {
-        "before_revision": args.before,
+        "before_revision": revisions[0],
+        "revisions": {a: r for a, r in zip(arms, revisions, strict=False)},
         "n_clips": len(clips),
         "n_decoded": n,
         "undecodable": undecodable,

@@ -265,3 +265,37 @@ def test_real_speech_crema(shared_data, clip, check):
 )
 def test_real_speech_in_repo(path, check):
     check(path)
+
+
+# ---- quiet voices: a second, raised hearing ------------------------------------------
+
+QUIET_CLIP = Path(__file__).parent / "data" / "1075_TSI_SAD_XX.mp3"  # CREMA-D, RMS ~0.006
+
+
+def test_soft_spoken_real_voice_is_heard_when_raised():
+    """silero hears no speech in this sad CREMA-D clip at its own level; raised, it does."""
+    wave = load_audio(QUIET_CLIP, sample_rate=SR)
+    assert vad.speech_seconds(wave, threshold=0.3) < 0.5  # the refusal this fixes
+    speech = vad.extract_speech(wave, name=QUIET_CLIP.name, threshold=0.3)
+    assert 0.5 * SR <= len(speech) <= len(wave)
+    assert np.abs(speech).max() <= np.abs(wave).max()  # the speech is cut from the clip as recorded
+
+
+@pytest.mark.parametrize("level", [0.001, 0.005, 0.02])
+@pytest.mark.parametrize("case", [c for c in BAD_INPUTS if c != "10 s silence"])
+def test_quiet_non_speech_stays_refused_when_raised(case, level):
+    wave = BAD_INPUTS[case](np.random.default_rng(0))
+    wave = (wave / np.sqrt(np.mean(wave**2)) * level).astype(np.float32)
+    assert vad._raised(wave) is not None
+    with pytest.raises(AudioError, match="no speech detected"):
+        vad.extract_speech(wave, name=case, threshold=0.3)
+
+
+def test_raised_never_clips_and_leaves_loud_clips_alone():
+    rng = np.random.default_rng(0)
+    quiet = (0.004 * rng.standard_t(3, 16000)).astype(np.float32)  # peaky: the peak limits the gain
+    raised = vad._raised(quiet)
+    assert raised is not None and np.abs(raised).max() <= 1.0 + 1e-6
+    assert vad._raised((0.2 * rng.normal(size=16000)).astype(np.float32)) is None
+    assert vad._raised(np.zeros(16000, np.float32)) is None
+    assert vad._raised(np.zeros(0, np.float32)) is None

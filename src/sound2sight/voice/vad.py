@@ -41,6 +41,8 @@ _MIN_SPEECH_MS = 250  # silero's default: shorter detected regions are dropped
 _TONE_MIN = 0.95  # a region whose frames hold more of their power in one peak is a sinusoid
 _HIGHPASS_HZ = 100.0  # the tone guard's high-pass (DC offset, mains hum, rumble)
 _LOW_BINS = 2  # FFT bins (31.25 Hz each) the tone guard ignores: 0 and 31 Hz
+_QUIET_RMS = 0.05  # a refused clip quieter than this is heard a second time, raised to it ...
+_MAX_GAIN = 10 ** (30 / 20)  # ... by at most +30 dB (silero misses whole quiet, sad voices)
 
 _lock = threading.Lock()
 _model: _Silero | None = None
@@ -274,6 +276,27 @@ def _pad_and_merge(
     return merged
 
 
+def _raised(wave: np.ndarray) -> np.ndarray | None:
+    """A quiet clip raised towards RMS ``_QUIET_RMS`` (gain at most ``_MAX_GAIN``, no
+    clipping); ``None`` when it is not quiet.  silero's probabilities depend on level: it
+    finds no speech at all in some soft-spoken sad CREMA-D clips (RMS ~0.005) and hears it
+    once they are 20-30 dB louder, while tones, chords, noise and silence raised the same way
+    stay refused (``tests/test_vad.py``).
+
+    >>> _raised(np.full(100, 0.2, dtype=np.float32)) is None  # a DC offset alone: no sound
+    True
+    >>> quiet = 0.01 * np.sin(np.arange(1600, dtype=np.float32))  # RMS 0.007: raised 17 dB
+    >>> round(float(np.sqrt(np.mean(_raised(quiet) ** 2))), 3)
+    0.05
+    """
+    centred = wave.astype(np.float64) - wave.mean(dtype=np.float64) if wave.size else wave
+    rms = float(np.sqrt(np.mean(centred**2))) if wave.size else 0.0
+    if not 0.0 < rms < _QUIET_RMS:
+        return None
+    gain = min(_QUIET_RMS / rms, _MAX_GAIN, 1.0 / max(float(np.abs(centred).max()), 1e-12))
+    return (centred * gain).astype(np.float32) if gain > 1.0 else None
+
+
 def extract_speech(
     wave: np.ndarray,
     *,
@@ -287,7 +310,10 @@ def extract_speech(
 
     Every region from :func:`speech_segments` is widened by ``pad_ms`` on each side (so word
     onsets and endings survive), overlapping regions are merged, and the pieces are joined
-    in order: pauses and silence between them are dropped, not only at the ends.
+    in order: pauses and silence between them are dropped, not only at the ends.  A clip
+    refused at its own level that is quiet (RMS < 0.05) is heard once more, raised by up to
+    30 dB (silero misses some soft-spoken voices entirely); the louder hearing's regions are
+    kept if they hold more speech.
 
     Parameters
     ----------
@@ -329,6 +355,13 @@ def extract_speech(
     wave = np.asarray(wave, dtype=np.float32)
     segments = speech_segments(wave, sample_rate=sample_rate, threshold=threshold)
     seconds = sum(stop - start for start, stop in segments) / sample_rate
+    if seconds < min_speech and (louder := _raised(wave)) is not None:
+        # a second hearing of a quiet clip only: a clip accepted at its own level is unchanged
+        again = speech_segments(louder, sample_rate=sample_rate, threshold=threshold)
+        more = sum(stop - start for start, stop in again) / sample_rate
+        if more > seconds:
+            log.debug("%s: %.2f s of speech once raised (%.2f s as recorded)", name, more, seconds)
+            segments, seconds = again, more
     if seconds < min_speech:
         raise AudioError(
             f"{name}: no speech detected (only {seconds:.2f} s of speech found, "
