@@ -62,6 +62,23 @@ def test_bad_image_size_is_refused():
         load_config(overrides=["gan.image_size=64"])
 
 
+@pytest.mark.parametrize("size,mults", [(128, "4,2,2"), (256, "8,4,4,2")])
+def test_generator_widths_from_the_config(size, mults):
+    from sound2sight.config import ConfigError, load_config
+
+    cfg = load_config(overrides=[f"gan.image_size={size}", f"gan.g_mults={mults}", "gan.g_ch=4"])
+    G = Generator(cfg.gan)
+    widths = [b.conv2.out_channels for b in G.blocks]
+    assert widths == [4 * int(m) for m in mults.split(",")[1:]]
+    assert G(torch.randn(2, cfg.gan.z_dim), torch.randn(2, 128)).shape[1:] == (
+        32,
+        size // 8,
+        size // 8,
+    )
+    with pytest.raises(ConfigError, match="gan.g_mults='4,2'"):
+        load_config(overrides=[f"gan.image_size={size}", "gan.g_mults=4,2"])
+
+
 def test_conditional_batchnorm_conditions():
     torch.manual_seed(0)
     G = Generator(TINY).eval()

@@ -173,14 +173,23 @@ def test_pipeline_calibration_api(tiny_run, tmp_path, monkeypatch):
 def test_shipped_speaker_model_keeps_its_training_statistics():
     """The shipped speaker-normalised head: CREMA-D only, population statistics that are
     real (not the zeros / ones it is built with), scored calibrated and uncalibrated."""
+    from sound2sight.voice.model import HeadEnsemble
     from sound2sight.voice.pretrained import load_shipped
 
     head, cfg, card = load_shipped("voice-cremad-tiny-speaker")  # checks the SHA-256
     assert cfg.classifier.speaker_norm and card["data"]["corpus"] == "CREMA-D"
-    mean, std = head.population_mean, head.population_std
+    pop = head.population_stats()
+    mean, std = torch.from_numpy(pop.mean), torch.from_numpy(pop.std)
     assert mean.shape == std.shape == (L, C) and (std >= 1e-3).all()
     assert mean.abs().max() > 0.1 and not torch.allclose(std, torch.ones_like(std))
     assert {"RAVDESS (never seen)", "RAVDESS (never seen), uncalibrated"} <= set(card["metrics"])
+    # five seeds on one split (classifier.ensemble): different heads, one set of statistics
+    assert isinstance(head, HeadEnsemble) and len(head.members) == cfg.classifier.ensemble == 5
+    first = head.members[0]
+    for other in head.members[1:]:
+        assert torch.equal(other.population_mean, first.population_mean)
+        assert torch.equal(other.prior_lexical, first.prior_lexical)
+        assert not torch.equal(other.head.out.weight, first.head.out.weight)
 
 
 def test_calibrating_the_shipped_model_on_one_actors_clips(tiny_run, monkeypatch):
@@ -221,8 +230,9 @@ def test_a_run_installs_the_shipped_speaker_model(tmp_path):
     model, _ = load_classifier(tmp_path / "classifier" / "best.pt")
     shipped, _, _ = load_shipped("voice-cremad-tiny-speaker")
     assert model.cfg.speaker_norm
-    assert torch.equal(model.population_mean, shipped.population_mean)
-    assert torch.equal(model.prior_lexical, shipped.prior_lexical)  # the calibration prior too
+    np.testing.assert_array_equal(model.population_stats().mean, shipped.population_stats().mean)
+    ours, theirs = model.shrink_prior(), shipped.shrink_prior()  # the calibration prior too
+    np.testing.assert_array_equal(ours.lexical, theirs.lexical)
 
 
 def _one_emotion_prior_data(seed: int = 0):

@@ -108,6 +108,7 @@ class ClassifierConfig:
     feature_pool: int = 4  # whisper: encoder frames (20 ms) averaged per cached feature frame
     wave_augment: str = ""  # whisper, training only: extra views of each training clip, encoded from an altered waveform (comma list of speed<factor>, e.g. speed0.9 = 10 % slower and lower, noise<dB>, e.g. noise20 = white noise 20 dB under the voice, and channel<N>, N in 1..99, e.g. channel1,channel2,channel3 = three random recording channels per clip: room, noise, mic colour, band limit, DC, clipping; voice/channel.py); each batch takes one view at random; empty = off
     utterance_norm: str = ""  # whisper: each clip's feature frames centred on their own mean ("mean") or also scaled by their own std ("meanstd") inside the head, so that a recording's overall colour (microphone, room) is not an emotion cue; "" = off
+    ensemble: int = 1  # whisper: heads trained with seeds seed .. seed+N-1 on one split, their probabilities averaged (one seed's cross-corpus accuracy is a lottery: benchmarks/voice_seeds.py); the shared space reads the first head's embedding
     speaker_norm: bool = False  # whisper, transductive: standardise features by each speaker's own statistics (voice/speaker.py; at inference: Sound2Sight.calibrate_to_speaker)
     width: int = 16  # channels of the first conv stage (16: ~16 MMAC per 3 s clip)
     depth: int = 3  # conv stages
@@ -176,6 +177,7 @@ class GANConfig:
     image_size: int = 128  # painting side in pixels: 128 (TAEF2 latents 32x16x16) or 256 (32x32x32)
     z_dim: int = 128  # noise size (split over the seed and every generator block)
     g_ch: int = 64  # generator base width: blocks of 4x, 2x, 1x it at 128 px (a GPU affords more)
+    g_mults: str = ""  # generator widths as multiples of g_ch, seed first, comma list (e.g. 4,2,2: the 16x16 stage as wide as the 8x8 one); "" = 4,2,1 at 128 px, 8,4,2,1 at 256 px
     d_ch: int = 32  # discriminator base width: blocks of 1x, 2x, 4x it
     steps: int = 15000  # generator steps (~0.11 s each on 2 CPU cores at 128 px: ~29 min)
     batch_size: int = 32  # paintings per step
@@ -310,7 +312,7 @@ _POSITIVE_KEYS = """
 audio.sample_rate audio.duration audio.n_fft audio.win_length audio.hop_length audio.n_mels
 audio.top_db audio.target_rms audio.silence_rms audio.max_seconds classifier.width
 classifier.depth classifier.embed_dim classifier.attn_hidden classifier.max_seconds
-classifier.feature_pool train.epochs train.batch_size train.lr train.patience
+classifier.feature_pool classifier.ensemble train.epochs train.batch_size train.lr train.patience
 tune.n_trials tune.epochs image.image_size image.batch_size image.max_pixels align.dim
 align.epochs align.batch_per_class align.lr align.temperature align.steps_per_epoch
 align.patience gan.z_dim gan.g_ch gan.d_ch gan.steps gan.batch_size gan.lr_g gan.lr_d
@@ -407,6 +409,20 @@ def validate(cfg: Config) -> Config:
     for key, value, ok, desc in pairs:
         if not ok:
             raise ConfigError(f"{key}={value!r}: must be {desc}")
+    if cfg.gan.g_mults:
+        want = {128: 3, 256: 4}.get(cfg.gan.image_size, 0)
+        parts = cfg.gan.g_mults.split(",")
+        if len(parts) != want or not all(v.strip().isdigit() and int(v) > 0 for v in parts):
+            raise ConfigError(
+                f"gan.g_mults={cfg.gan.g_mults!r}: must be {want} positive integers at "
+                f"{cfg.gan.image_size} px, comma-separated (the seed's width and each block's, "
+                "in multiples of gan.g_ch), or empty for the default"
+            )
+    if cfg.classifier.ensemble > 1 and cfg.classifier.arch != "whisper":
+        raise ConfigError(
+            f"classifier.ensemble={cfg.classifier.ensemble}: only whisper heads are ensembled "
+            f"(classifier.arch={cfg.classifier.arch!r})"
+        )
     if wave_views(cfg.classifier.wave_augment) and cfg.classifier.speaker_norm:
         raise ConfigError(
             "classifier.wave_augment and classifier.speaker_norm=true together are not supported "

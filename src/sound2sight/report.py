@@ -174,6 +174,13 @@ def trained_on(run_dir: Path) -> str:
             f"<b>Emotion classifier</b>: the shipped voice model "
             f"{html.escape(str(card.get('name', '?')))} (not trained in this run)."
         )
+    elif clf.get("ensemble"):  # classifier.ensemble: several heads, one per seed
+        lines.append(
+            f"<b>Emotion classifier</b>: {sig3(clf['ensemble'])} "
+            f"{html.escape(str(clf.get('arch', '?')))} heads (one per seed, their answers "
+            f"averaged), {sig3(clf.get('epochs_run'))} epochs in all on "
+            f"{sig3(clf.get('train_clips'))} clips."
+        )
     elif clf:
         lines.append(
             f"<b>Emotion classifier</b>: {html.escape(str(clf.get('arch', '?')))}, "

@@ -62,6 +62,28 @@ _G_MULTS = {16: (4, 2, 1), 32: (8, 4, 2, 1)}
 _D_MULTS = {16: (1, 2, 4), 32: (1, 2, 4, 4)}
 
 
+def generator_mults(cfg: GANConfig) -> tuple[int, ...]:
+    """Generator widths as multiples of ``gan.g_ch``, seed first (``gan.g_mults`` or the default).
+
+    >>> generator_mults(GANConfig()), generator_mults(GANConfig(g_mults="4,2,2"))
+    ((4, 2, 1), (4, 2, 2))
+    """
+    default = _G_MULTS[latent_side(cfg)]
+    if not cfg.g_mults:
+        return default
+    try:
+        mults = tuple(int(v) for v in cfg.g_mults.split(","))
+    except ValueError:
+        mults = ()
+    if len(mults) != len(default) or min(mults) < 1:
+        raise ValueError(
+            f"gan.g_mults={cfg.g_mults!r}: expected {len(default)} positive integers for "
+            f"{cfg.image_size} px (the seed and each upsampling block), e.g. "
+            + ",".join(map(str, default))
+        )
+    return mults
+
+
 def latent_side(cfg: GANConfig) -> int:
     """Side of the latent the GAN paints: ``image_size / 8`` (16 for 128 px, 32 for 256 px)."""
     side = cfg.image_size // 8
@@ -207,7 +229,7 @@ class Generator(nn.Module):
     def __init__(self, cfg: GANConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        chans = [cfg.g_ch * m for m in _G_MULTS[latent_side(cfg)]]
+        chans = [cfg.g_ch * m for m in generator_mults(cfg)]
         n_blocks = len(chans) - 1
         self.z_chunk = cfg.z_dim // (n_blocks + 1)
         self.z_seed = cfg.z_dim - n_blocks * self.z_chunk  # the seed takes the remainder

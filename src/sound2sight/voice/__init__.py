@@ -14,7 +14,8 @@ One home for everything the stage needs, read in the order data flows:
 ``cache``        voice features (the encoder's layers, pooled) cached by content
 ``model``        ``VoiceEncoder`` (the frozen encoder(s)) and the trained head
                  ``WhisperHeadClassifier`` (layer mix, attentive statistics
-                 pooling, embedding, classes)
+                 pooling, embedding, classes); ``HeadEnsemble``: several such
+                 heads (seeds) with their probabilities averaged
 ``classifier``   builds / loads any voice classifier: the Whisper head or the
                  log-Mel CNNs (VGG, ResNet, CRNN)
 ``speaker``      per-speaker standardisation and calibration to a speaker

@@ -212,9 +212,14 @@ def build_classifier(
     torch.Size([1, 3])
     """
     if cfg.arch == "whisper":
-        from sound2sight.voice.model import WhisperHeadClassifier, feature_groups
+        from sound2sight.voice.model import HeadEnsemble, WhisperHeadClassifier, feature_groups
 
-        return WhisperHeadClassifier(cfg, groups=feature_groups(cfg.encoder), n_classes=n_classes)
+        groups = feature_groups(cfg.encoder)
+        heads = [
+            WhisperHeadClassifier(cfg, groups=groups, n_classes=n_classes)
+            for _ in range(cfg.ensemble)
+        ]
+        return HeadEnsemble(heads) if cfg.ensemble > 1 else heads[0]
     if cfg.arch not in ARCHITECTURES:
         raise ValueError(f"classifier.arch={cfg.arch!r} is not one of {sorted(ARCHITECTURES)}")
     net = ARCHITECTURES[cfg.arch](cfg, n_mels=n_mels, n_classes=n_classes)

@@ -228,6 +228,58 @@ class WhisperHeadClassifier(nn.Module):
         return self.head.out(emb), emb
 
 
+class HeadEnsemble(nn.Module):
+    """Whisper heads of one recipe trained with different seeds on one split
+    (``classifier.ensemble``): their calibrated probabilities averaged.
+
+    One seed of the shipped recipe reads RAVDESS anywhere from 0.44 to 0.66 and TESS from
+    0.37 to 0.55 (``benchmarks/voice_seeds.py``): which cues a head leans on beyond CREMA-D is
+    a lottery; the average of five is at least as good as the mean seed on every corpus.
+    Each member keeps its own softmax temperature; ``logits_and_embedding`` returns the log
+    of the members' mean probability (the ensemble's own ``temperature`` stays 1), so a
+    softmax of it is that mean.  The embedding (what the shared space reads) is the first
+    member's.  The members were trained on one split, so they hold the same speaker
+    statistics: ``population_stats`` and ``shrink_prior`` are the first member's.
+
+    >>> from sound2sight.config import ClassifierConfig
+    >>> cfg = ClassifierConfig(ensemble=2, attn_hidden=8, embed_dim=16)
+    >>> heads = [WhisperHeadClassifier(cfg, groups=[(5, 8)]) for _ in range(2)]
+    >>> logits, emb = HeadEnsemble(heads).eval().logits_and_embedding(torch.randn(3, 5, 10, 8))
+    >>> logits.shape, emb.shape, bool(torch.allclose(logits.exp().sum(1), torch.ones(3)))
+    (torch.Size([3, 3]), torch.Size([3, 16]), True)
+    """
+
+    takes_mels = False
+
+    def __init__(self, members: list[WhisperHeadClassifier]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("HeadEnsemble needs at least one head")
+        self.members = nn.ModuleList(members)
+        self.cfg = members[0].cfg
+        self.register_buffer("temperature", torch.ones(()))  # the members carry theirs
+
+    def population_stats(self):
+        return self.members[0].population_stats()
+
+    def shrink_prior(self):
+        return self.members[0].shrink_prior()
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.members[0].embed(x)
+
+    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs, first = 0.0, None
+        for m in self.members:
+            logits, emb = m.logits_and_embedding(x)
+            probs = probs + torch.softmax(logits / m.temperature, dim=-1)
+            first = emb if first is None else first
+        return (probs / len(self.members)).clamp_min(1e-12).log(), first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits_and_embedding(x)[0]
+
+
 class VoiceEncoder(nn.Module):
     """Frozen Whisper encoder(s): waveforms -> voice features ``(B, L, T, C)``.
 

@@ -12,21 +12,23 @@ Rebuild (reads ``../shared/data/audio``; about three minutes on two CPU cores)::
     python -m sound2sight.voice.pretrained --data ../shared/data/audio
 
 ``voice-cremad-tiny-speaker``: the same recipe with ``classifier.speaker_norm=true``
-(:mod:`sound2sight.voice.speaker`), for "calibrate to this speaker"; it keeps the statistics of
-its training frames for use without a calibration.  Rebuild::
+(:mod:`sound2sight.voice.speaker`), for "calibrate to this speaker", and five heads trained
+with seeds 0-4 on one split whose probabilities are averaged (``classifier.ensemble=5``: one
+seed's accuracy on voices unlike CREMA-D is a lottery, ``benchmarks/voice_seeds.py``); it
+keeps the statistics of its training frames and its calibration prior (how far a
+calibration on a few recordings may trust them, :func:`sound2sight.voice.speaker.calibrate`)
+for use without a calibration.  Rebuild::
 
     python -m sound2sight.voice.pretrained --data ../shared/data/audio \
-        --out src/sound2sight/weights/voice-cremad-tiny-speaker --set classifier.speaker_norm=true
+        --out src/sound2sight/weights/voice-cremad-tiny-speaker \
+        --set classifier.speaker_norm=true --set classifier.ensemble=5
 
-The shipped one was trained before it learnt its calibration prior (how far a calibration on
-a few recordings may trust them, :func:`sound2sight.voice.speaker.calibrate`); the prior was added
-to its unchanged weights, measured on its own training actors, by::
+A head trained before issue 21 gets its prior, measured on its own training actors, added
+to its unchanged weights by ``--add-prior NAME``.
 
-    python -m sound2sight.voice.pretrained --data ../shared/data/audio --add-prior voice-cremad-tiny-speaker
-
-A run uses it with ``--set classifier.pretrained=voice-cremad-tiny`` (the demo does):
-the classifier stage then installs the shipped head instead of training one, and scores
-it on the run's own test speakers.
+A run uses one with ``--set classifier.pretrained=NAME`` (the demo:
+``voice-cremad-tiny-speaker``): the classifier stage then installs the shipped head instead
+of training one, and scores it on the run's own test speakers.
 
 >>> sorted(SHIPPED)
 ['voice-cremad-tiny', 'voice-cremad-tiny-speaker']
@@ -310,8 +312,9 @@ def add_prior(name: str, data_root: str | Path) -> dict:
         raise ValueError(f"{data_root}: {len(train - found)} of the card's training actors missing")
     ok, x = load_voice_features(items, cfg)
     prior = shrink_prior(x, [EMOTIONS.index(it.label) for it in ok], [it.speaker for it in ok])
-    head.prior_emotion.copy_(torch.from_numpy(prior.emotion))  # as training fills them
-    head.prior_lexical.copy_(torch.from_numpy(prior.lexical))
+    for h in getattr(head, "members", [head]):  # as training fills them (each ensemble head)
+        h.prior_emotion.copy_(torch.from_numpy(prior.emotion))
+        h.prior_lexical.copy_(torch.from_numpy(prior.lexical))
     folder = _folder(name)
     card["sha256"] = _write_head(head, folder)
     card["prior"] = {

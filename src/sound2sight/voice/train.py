@@ -115,9 +115,9 @@ def predict(
     probs, embs = [], []
     for i in range(0, len(mels), batch_size):
         x = torch.as_tensor(np.asarray(mels[i : i + batch_size]), dtype=torch.float32).to(device)
-        emb = model.embed(x)  # (b, embed_dim)
+        logits, emb = model.logits_and_embedding(x)  # (b, n_classes), (b, embed_dim)
         t = getattr(model, "temperature", None)  # fitted on validation speakers, else 1
-        logits = model.head.out(emb) / (t if t is not None else 1.0)
+        logits = logits / (t if t is not None else 1.0)
         probs.append(torch.softmax(logits, dim=1).cpu())
         embs.append(emb.cpu())
     model.train(was_training)
@@ -243,6 +243,13 @@ def train_classifier(
     out = stage_dir(run_dir, "classifier", cfg if is_main else None)
     handler = attach_log_file(out / "train.log") if is_main else None
     try:
+        if cfg.classifier.ensemble > 1:
+            if world > 1:
+                raise ValueError(
+                    f"classifier.ensemble={cfg.classifier.ensemble}: the heads are trained one "
+                    "after another; run without torchrun"
+                )
+            return _train_ensemble(cfg, Path(run_dir), out, items, mels, resume, progress, report)
         return _train(
             cfg, Path(run_dir), out, items, mels, resume, progress and is_main, report, rank, world
         )
@@ -250,6 +257,101 @@ def train_classifier(
         if handler is not None:
             logging.getLogger("sound2sight").removeHandler(handler)
             handler.close()
+
+
+def _train_ensemble(cfg, run_dir, out, items, mels, resume, progress, report) -> dict:
+    """``classifier.ensemble`` heads trained one after another with seeds ``seed``,
+    ``seed + 1``, ... on one split, each in ``out/member<k>/`` (on resume a finished head is
+    kept as it is), then the :class:`~sound2sight.voice.model.HeadEnsemble` written as
+    ``out/best.pt`` and scored on the validation and test speakers like a single head."""
+    import copy
+    import json
+
+    from sound2sight.voice.classifier import load_classifier
+    from sound2sight.voice.model import HeadEnsemble
+
+    t_start = time.perf_counter()
+    if items is None:
+        items = read_manifest(run_dir / "data" / "audio_manifest.csv", AudioItem)
+    if mels is None:
+        items, mels = load_inputs(items, cfg, progress=progress)
+    n = cfg.classifier.ensemble
+    heads, runs = [], []
+    for k in range(n):
+        mcfg = copy.deepcopy(cfg)
+        mcfg.classifier.ensemble, mcfg.seed = 1, cfg.seed + k
+        mout = out / f"member{k}"
+        if resume and (mout / "metrics.json").is_file() and (mout / "best.pt").is_file():
+            log.info("ensemble: head %d of %d (seed %d) already trained", k + 1, n, mcfg.seed)
+            m = json.loads((mout / "metrics.json").read_text(encoding="utf-8"))
+        else:
+            log.info("ensemble: training head %d of %d (seed %d)", k + 1, n, mcfg.seed)
+            mout.mkdir(parents=True, exist_ok=True)
+            first_report = report if k == 0 else None  # Optuna prunes on the first head
+            m = _train(mcfg, run_dir, mout, items, mels, resume, progress, first_report, 0, 1)
+        runs.append(m)
+        heads.append(load_classifier(mout / "best.pt")[0])
+    model = HeadEnsemble(heads).eval()
+    y_all = np.array([EMOTIONS.index(it.label) for it in items])
+    split = np.array([it.split for it in items])
+    va, te = (np.flatnonzero(split == s) for s in ("val", "test"))
+    x = mels
+    if cfg.classifier.speaker_norm:  # as each head was scored: test speakers' own statistics
+        from sound2sight.voice.speaker import standardise_by_speaker
+
+        x = standardise_by_speaker(mels, [it.speaker for it in items])
+    Checkpointer(out, cfg).save(
+        {"model": model.state_dict(), "epoch": 0, "labels": list(EMOTIONS)}, is_best=True
+    )
+    metrics = {
+        "arch": cfg.classifier.arch,
+        "ensemble": n,
+        "members": [
+            {
+                "seed": cfg.seed + k,
+                "best_epoch": m["best_epoch"],
+                "val": m["val"],
+                "test_accuracy": (m.get("test") or {}).get("accuracy"),
+            }
+            for k, m in enumerate(runs)
+        ],
+        "best_epoch": [m["best_epoch"] for m in runs],
+        "epochs_run": sum(m["epochs_run"] for m in runs),
+        "train_clips": runs[0]["train_clips"],
+        "seconds": time.perf_counter() - t_start,
+        "world_size": 1,
+        "val": None,
+        "test": None,
+        "calibration": [m["calibration"] for m in runs],
+    }
+    if len(va):
+        probs, _ = predict(model, x[va])
+        metrics["val"] = {
+            "val_macro_f1": macro_f1(y_all[va], probs.argmax(1), n_classes=len(EMOTIONS)),
+            "val_accuracy": float((probs.argmax(1) == y_all[va]).mean()),
+        }
+    if len(te):
+        probs, _ = predict(model, x[te])
+        test_items = [items[i] for i in te]
+        metrics["test"] = classification_report(
+            y_all[te], probs.argmax(1), labels=EMOTIONS, groups=[it.corpus for it in test_items]
+        )
+        _write_predictions(out / "test_predictions.csv", test_items, probs)
+        plot_confusion(
+            metrics["test"]["confusion"],
+            labels=EMOTIONS,
+            path=out / "confusion.png",
+            title=f"{n} {cfg.classifier.arch} heads: test acc {metrics['test']['accuracy']:.3f}",
+        )
+        log.info(
+            "ensemble of %d: test accuracy %.4f macro-F1 %.4f (heads: %s)",
+            n,
+            metrics["test"]["accuracy"],
+            metrics["test"]["macro_f1"],
+            ", ".join(f"{r['test']['accuracy']:.3f}" for r in runs if r.get("test")),
+        )
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
 
 
 def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world) -> dict:
