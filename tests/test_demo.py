@@ -32,7 +32,7 @@ def test_demo_paints_real_voices_with_the_shipped_model(tmp_path, capsys):
         args += ["--set", s]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "voice: Whisper tiny.en + head pretrained on CREMA-D" in out
+    assert "voice: Whisper tiny.en + 5 heads pretrained on CREMA-D" in out
     assert "art: procedural demo paintings" in out
     clf = json.loads((run / "classifier" / "metrics.json").read_text())
     assert clf["pretrained"]["name"] == "voice-cremad-tiny-speaker" and clf["epochs_run"] == 0

@@ -121,8 +121,10 @@ def load_shipped(name: str = "voice-cremad-tiny"):
 def provenance_line(card: dict) -> str:
     """One line for people: what the voice model is and what it learned from."""
     d = card["data"]
+    n = int(card["config"]["classifier"].get("ensemble", 1))
+    heads = "head" if n == 1 else f"{n} heads"
     return (
-        f"Whisper {card['config']['classifier']['encoder']} + head pretrained on "
+        f"Whisper {card['config']['classifier']['encoder']} + {heads} pretrained on "
         f"{d['corpus']} ({d['train_speakers'] + d['val_speakers']} actors, {d['train_clips']} clips)"
     )
 
