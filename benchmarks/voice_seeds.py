@@ -33,25 +33,6 @@ RESULTS = REPO / "benchmarks" / "results" / "voice_seeds.json"
 CORPORA = ("CREMA-D", "RAVDESS", "TESS", "SAVEE")
 
 
-def load_head(folder: Path):
-    """``(head, card)`` from a folder ``build_shipped`` wrote (SHA-256 checked)."""
-    import hashlib
-    import json
-
-    from safetensors.torch import load_file
-
-    from sound2sight.config import config_from_dict, voice_sections
-    from sound2sight.voice.classifier import build_classifier
-
-    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    weights = folder / "head.safetensors"
-    if hashlib.sha256(weights.read_bytes()).hexdigest() != card["sha256"]:
-        raise SystemExit(f"{weights}: SHA-256 differs from its model.json")
-    head = build_classifier(config_from_dict(voice_sections(card["config"])).classifier)
-    head.load_state_dict(load_file(str(weights)))
-    return head.eval(), card
-
-
 def score(probs: np.ndarray, y: np.ndarray) -> dict:
     from sound2sight.labels import EMOTIONS
     from sound2sight.metrics import classification_report
@@ -98,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     from sound2sight.io import atomic_write_json
     from sound2sight.labels import EMOTIONS
     from sound2sight.voice.cache import load_voice_features
-    from sound2sight.voice.pretrained import build_shipped
+    from sound2sight.voice.pretrained import build_shipped, load_folder
     from sound2sight.voice.speaker import standardise, standardise_alone
     from sound2sight.voice.train import predict
 
@@ -110,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             build_shipped(args.data, folder, seed=seed, overrides=["classifier.speaker_norm=true"])
             minutes[seed] = (time.perf_counter() - t0) / 60
-        head, card = load_head(folder)
+        head, _, card = load_folder(folder)
         heads.append(head)
         cards.append(card)
     seen = set(cards[0]["data"]["speakers"]["train"]) | set(cards[0]["data"]["speakers"]["val"])

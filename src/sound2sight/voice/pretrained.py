@@ -102,12 +102,18 @@ def load_card(name: str) -> dict:
 def load_shipped(name: str = "voice-cremad-tiny"):
     """``(head, config, card)``: the shipped head (eval mode), the config it was trained
     with, and its model card.  The weights' SHA-256 is checked against the card."""
+    return load_folder(_folder(name))
+
+
+def load_folder(folder: str | Path):
+    """``(head, config, card)`` from any folder ``build_shipped`` wrote (``head.safetensors``
+    checked against ``model.json``'s SHA-256), shipped or not."""
     from safetensors.torch import load_file
 
     from sound2sight.voice.classifier import build_classifier
 
-    folder = _folder(name)
-    card = load_card(name)
+    folder = Path(folder)
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     weights = folder / "head.safetensors"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     if digest != card["sha256"]:

@@ -259,6 +259,24 @@ def train_classifier(
             handler.close()
 
 
+def _score_test(model, x, y_all, te, items, out: Path, *, name: str) -> dict:
+    """The classification report on the test rows ``te`` (per corpus too); writes
+    ``test_predictions.csv`` and ``confusion.png`` (titled ``name``) into ``out``."""
+    probs, _ = predict(model, x[te])
+    test_items = [items[i] for i in te]
+    report = classification_report(
+        y_all[te], probs.argmax(1), labels=EMOTIONS, groups=[it.corpus for it in test_items]
+    )
+    _write_predictions(out / "test_predictions.csv", test_items, probs)
+    plot_confusion(
+        report["confusion"],
+        labels=EMOTIONS,
+        path=out / "confusion.png",
+        title=f"{name}: test acc {report['accuracy']:.3f}",
+    )
+    return report
+
+
 def _train_ensemble(cfg, run_dir, out, items, mels, resume, progress, report) -> dict:
     """``classifier.ensemble`` heads trained one after another with seeds ``seed``,
     ``seed + 1``, ... on one split, each in ``out/member<k>/`` (on resume a finished head is
@@ -331,18 +349,8 @@ def _train_ensemble(cfg, run_dir, out, items, mels, resume, progress, report) ->
             "val_accuracy": float((probs.argmax(1) == y_all[va]).mean()),
         }
     if len(te):
-        probs, _ = predict(model, x[te])
-        test_items = [items[i] for i in te]
-        metrics["test"] = classification_report(
-            y_all[te], probs.argmax(1), labels=EMOTIONS, groups=[it.corpus for it in test_items]
-        )
-        _write_predictions(out / "test_predictions.csv", test_items, probs)
-        plot_confusion(
-            metrics["test"]["confusion"],
-            labels=EMOTIONS,
-            path=out / "confusion.png",
-            title=f"{n} {cfg.classifier.arch} heads: test acc {metrics['test']['accuracy']:.3f}",
-        )
+        name = f"{n} {cfg.classifier.arch} heads"
+        metrics["test"] = _score_test(model, x, y_all, te, items, out, name=name)
         log.info(
             "ensemble of %d: test accuracy %.4f macro-F1 %.4f (heads: %s)",
             n,
@@ -536,18 +544,7 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
         "calibration": calibration,
     }
     if len(te) and is_main:
-        probs, _ = predict(model, mels[te])
-        test_items = [items[i] for i in te]
-        metrics["test"] = classification_report(
-            y_all[te], probs.argmax(1), labels=EMOTIONS, groups=[it.corpus for it in test_items]
-        )
-        _write_predictions(out / "test_predictions.csv", test_items, probs)
-        plot_confusion(
-            metrics["test"]["confusion"],
-            labels=EMOTIONS,
-            path=out / "confusion.png",
-            title=f"{cfg.classifier.arch}: test acc {metrics['test']['accuracy']:.3f}",
-        )
+        metrics["test"] = _score_test(model, mels, y_all, te, items, out, name=cfg.classifier.arch)
         log.info(
             "test accuracy %.4f macro-F1 %.4f per corpus %s",
             metrics["test"]["accuracy"],
