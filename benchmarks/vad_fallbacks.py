@@ -4,12 +4,13 @@ also let music and noise through.
     python benchmarks/vad_fallbacks.py --data ../shared/data/audio
 
 Reads the clips an earlier speech check refused from ``benchmarks/results/speech_refusals.json``
-(the arm named by ``--arm``, default ``d0796f0``: the tone-guard fix, before the quiet-voice
-second hearing) and a set of non-speech signals (the zoo of ``tests/test_vad.py`` and
-quieter / noisier / melodic variants), and gives each a second chance:
+(the arm named by ``--arm``, default ``d0796f0``: the tone-guard fix, before any second
+hearing; ``67de262``: after the quiet-voice one) and a set of non-speech signals (the zoo of
+``tests/test_vad.py`` and quieter / noisier / melodic variants), and gives each a second chance:
 
-- ``raised``: the shipped rule, ``vad.extract_speech`` (a quiet clip heard again raised
-  towards RMS 0.05 by at most +30 dB);
+- ``shipped``: the checked-out ``vad.extract_speech`` (its second hearings in order: raised
+  towards RMS 0.05 if quiet, a telephone band's 3.4 kHz low-pass, 20 and 30 dB quieter);
+- each of those hearings alone (``raised`` only for clips under RMS 0.05);
 - ``threshold 0.2`` / ``threshold 0.15``: silero's regions at a lower threshold (its end
   threshold 0.15 lower, floored at 0.01);
 - ``threshold 0.15, end 0.1``: the same with speech ending below 0.1.
@@ -97,14 +98,22 @@ def main(argv: list[str] | None = None) -> dict:
         )
         return sum(s["end"] - s["start"] for s in found) / SR
 
-    def raised(wave: np.ndarray, name: str) -> float:
+    def shipped(wave: np.ndarray, name: str) -> float:
         try:
             return len(vad.extract_speech(wave, name=name, threshold=0.3)) / SR
         except AudioError:
             return 0.0
 
+    def hearing(how: str):
+        def fn(wave: np.ndarray, name: str) -> float:
+            other = dict(vad._second_hearings(wave)).get(how)
+            return 0.0 if other is None else vad.speech_seconds(other, threshold=0.3)
+
+        return fn
+
     rules = {
-        "raised": raised,
+        "shipped": shipped,
+        **{how: hearing(how) for how, _ in vad._second_hearings(np.full(SR, 1e-3, np.float32))},
         "threshold 0.2": lambda w, n: seconds(w, 0.2),
         "threshold 0.15": lambda w, n: seconds(w, 0.15),
         "threshold 0.15, end 0.1": lambda w, n: seconds(w, 0.15, 0.1),

@@ -32,7 +32,7 @@ normalisation (``voice-cremad-tiny``):
 Writes ``benchmarks/results/voice_wild.json``: a top-level ``"summary"`` (the refused share of
 the shared pool, read from ``benchmarks/results/speech_refusals.json``, which
 ``python benchmarks/speech_refusals.py --data ../shared/data/audio --before c55c3cd --faults``
-writes; the shipped model's accuracy per corpus on one recording; calibrated with 3 and 10
+writes, and ``--refusals-only`` re-reads alone; the shipped model's accuracy per corpus on one recording; calibrated with 3 and 10
 mixed clips; the worst of the three one-emotion 3-clip sets) and every arm with per-class
 recall.
 """
@@ -198,6 +198,13 @@ def calibration_sets(y: np.ndarray, k: int, mix: str, rng: np.random.Generator, 
     return cal, rng.permutation(rest)[:max_eval]
 
 
+def refused_share() -> float | None:
+    """The speech check's refused share of the shared pool, from speech_refusals.json."""
+    if not REFUSALS.exists():
+        return None
+    return round(json.loads(REFUSALS.read_text())["summary"]["after"]["as recorded"]["share"], 4)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "audio")
@@ -215,12 +222,26 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the one-recording score (each clip calibrated on itself alone, as the "
         "pipeline reads a recording without a calibration; one call per clip)",
     )
+    ap.add_argument(
+        "--refusals-only",
+        action="store_true",
+        help="only re-read the refused share from speech_refusals.json into --out's summary "
+        "(after a change to the speech check alone; the model's figures are kept)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    from sound2sight.datasets import load_audio_corpus
     from sound2sight.io import atomic_write_json
+
+    if args.refusals_only:
+        out = json.loads(args.out.read_text())
+        out["summary"]["refused_share_shared_pool"] = refused_share()
+        print(f"refused share of the shared pool: {out['summary']['refused_share_shared_pool']}")
+        print(f"wrote {atomic_write_json(args.out, out)}")
+        return 0
+
+    from sound2sight.datasets import load_audio_corpus
     from sound2sight.labels import EMOTIONS
     from sound2sight.voice.cache import load_voice_features
     from sound2sight.voice.pretrained import load_shipped
@@ -385,12 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         a = [v for v in a if v]
         return round(min(v["accuracy"] for v in a), 4) if a else None
 
-    refused = None
-    if REFUSALS.exists():
-        refused = json.loads(REFUSALS.read_text())["summary"]["after"]["as recorded"]["share"]
-        refused = round(refused, 4)
     summary = {
-        "refused_share_shared_pool": refused,
+        "refused_share_shared_pool": refused_share(),
         "model": args.model,
         "calibration": default,
         "shipped": per_corpus(
