@@ -178,6 +178,7 @@ class GANConfig:
     z_dim: int = 128  # noise size (split over the seed and every generator block)
     g_ch: int = 64  # generator base width: blocks of 4x, 2x, 1x it at 128 px (a GPU affords more)
     g_mults: str = ""  # generator widths as multiples of g_ch, seed first, comma list (e.g. 4,2,2: the 16x16 stage as wide as the 8x8 one); "" = 4,2,1 at 128 px, 8,4,2,1 at 256 px
+    noise_inject: bool = False  # per-pixel noise after every generator conv, scaled per channel (StyleGAN); off: an 8,000-step pilot scored FD 132.4 vs 126.4 (BENCHMARKS.md › Paintings)
     d_ch: int = 32  # discriminator base width: blocks of 1x, 2x, 4x it
     steps: int = 15000  # generator steps (~0.11 s each on 2 CPU cores at 128 px: ~29 min)
     batch_size: int = 32  # paintings per step

@@ -125,8 +125,10 @@ def _emotion_reach(G, bank: ConditionBank, gallery, classes, *, draws: int, nois
         c = bank.sample(torch.full((draws,), k), generator=gen)  # (M, D) voices
         c = inference_conditions(c, gallery, G.cfg, generator=gen)  # as the pipeline does
         cc = c.repeat_interleave(noises, 0)  # (M*Z, D)
+        pixel_noise = torch.Generator().manual_seed(seed + 1)  # the same maps for every emotion
         with torch.no_grad():
-            x = decode_latents(G(z.repeat(draws, 1).to(dev), cc.to(dev)))  # (M*Z, S, S, 3)
+            x = G(z.repeat(draws, 1).to(dev), cc.to(dev), generator=pixel_noise)  # (M*Z, 32, s, s)
+            x = decode_latents(x)  # (M*Z, S, S, 3)
         out.append(x.reshape(draws, noises, *x.shape[1:]))
     return np.stack(out)
 

@@ -112,20 +112,44 @@ class ConditionalBatchNorm2d(nn.Module):
         return self.bn(x) * gain[:, :, None, None] + bias[:, :, None, None]
 
 
-class _GBlock(nn.Module):
-    """CBN-ReLU-up-conv-CBN-ReLU-conv, plus an upsampled 1x1 shortcut; doubles the side."""
+class _NoiseInjection(nn.Module):
+    """Adds one map of per-pixel Gaussian noise, scaled per channel (StyleGAN; scales start
+    at 0, so the block starts as without it)."""
 
-    def __init__(self, c_in: int, c_out: int, *, cond_dim: int) -> None:
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        b, _, hh, ww = h.shape
+        noise = torch.randn(b, 1, hh, ww, generator=generator).to(h.device, h.dtype)
+        return h + self.scale[None, :, None, None] * noise
+
+
+class _GBlock(nn.Module):
+    """CBN-ReLU-up-conv-CBN-ReLU-conv, plus an upsampled 1x1 shortcut; doubles the side
+    (with ``noise``, per-pixel noise after each conv)."""
+
+    def __init__(self, c_in: int, c_out: int, *, cond_dim: int, noise: bool = False) -> None:
         super().__init__()
         self.bn1 = ConditionalBatchNorm2d(c_in, cond_dim=cond_dim)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.bn2 = ConditionalBatchNorm2d(c_out, cond_dim=cond_dim)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1)
+        self.noise1 = _NoiseInjection(c_out) if noise else None
+        self.noise2 = _NoiseInjection(c_out) if noise else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         h = F.interpolate(F.relu(self.bn1(x, y)), scale_factor=2)  # (B, c_in, 2H, 2W)
-        h = self.conv2(F.relu(self.bn2(self.conv1(h), y)))  # (B, c_out, 2H, 2W)
+        h = self.conv1(h)
+        if self.noise1 is not None:
+            h = self.noise1(h, generator)
+        h = self.conv2(F.relu(self.bn2(h, y)))  # (B, c_out, 2H, 2W)
+        if self.noise2 is not None:
+            h = self.noise2(h, generator)
         return h + F.interpolate(self.skip(x), scale_factor=2)  # 1x1 conv commutes with nearest up
 
 
@@ -240,18 +264,23 @@ class Generator(nn.Module):
         )
         self.seed = nn.Linear(self.z_seed + cfg.cond_dim, chans[0] * 16)
         self.blocks = nn.ModuleList(
-            _GBlock(a, b, cond_dim=cond) for a, b in zip(chans[:-1], chans[1:], strict=True)
+            _GBlock(a, b, cond_dim=cond, noise=cfg.noise_inject)
+            for a, b in zip(chans[:-1], chans[1:], strict=True)
         )
         self.out_bn = nn.BatchNorm2d(chans[-1])
         self.out_conv = nn.Conv2d(chans[-1], LATENT_CHANNELS, 3, padding=1)
         self.probe = LatentProbe()
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, c: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``generator`` draws the per-pixel noise of ``gan.noise_inject`` (CPU generator;
+        default: torch's global one); without noise injection ``z`` alone is the noise."""
         chunks = torch.split(z, [self.z_seed] + [self.z_chunk] * len(self.blocks), dim=1)
         s = self.shared(self.whiten(c))  # (B, cond_dim)
         h = self.seed(torch.cat([chunks[0], s], dim=1)).view(z.shape[0], -1, 4, 4)  # (B, C0, 4, 4)
         for block, zc in zip(self.blocks, chunks[1:], strict=True):
-            h = block(h, torch.cat([s, zc], dim=1))  # side doubles each block
+            h = block(h, torch.cat([s, zc], dim=1), generator)  # side doubles each block
         return self.out_conv(F.relu(self.out_bn(h)))  # (B, 32, S/8, S/8)
 
 
@@ -469,7 +498,7 @@ def sample_latents(
     if truncation > 0:
         while (bad := z.abs() > truncation).any():
             z[bad] = torch.randn(int(bad.sum()), generator=generator)
-    return G(z.to(device), c.to(device, torch.float32))
+    return G(z.to(device), c.to(device, torch.float32), generator=generator)
 
 
 @torch.no_grad()

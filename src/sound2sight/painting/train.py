@@ -183,7 +183,7 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         x_real, c_real = latents[idx].to(dev).float(), points[idx].to(dev)
         c_fake = points[other].to(dev)
         with torch.no_grad():
-            fake = G(noise(B), c_fake)  # (B, 32, s, s)
+            fake = G(noise(B), c_fake, generator=gen)  # (B, 32, s, s)
         d_real = D(aug(x_real, generator=gen), c_real)
         d_fake = D(aug(fake, generator=gen), c_fake)
         loss = loss_hinge_dis(d_real, d_fake)
@@ -194,7 +194,7 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
 
     def g_step() -> torch.Tensor:
         c = points[draw(B)].to(dev)
-        loss = loss_hinge_gen(D(aug(G(noise(B), c), generator=gen), c))
+        loss = loss_hinge_gen(D(aug(G(noise(B), c, generator=gen), generator=gen), c))
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
@@ -267,7 +267,10 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         if step % g.sample_every == 0 or done:
             G_ema.eval()
             with torch.no_grad():
-                z = G_ema(fixed_z.to(dev), fixed_c.to(dev))  # (3*cols, 32, s, s)
+                fixed_noise = torch.Generator().manual_seed(cfg.seed + 2)  # gan.noise_inject
+                z = G_ema(
+                    fixed_z.to(dev), fixed_c.to(dev), generator=fixed_noise
+                )  # (3*cols, 32, s, s)
             save_grid(decode_latents(z), out / "samples" / f"step_{step:06d}.png", cols=GRID_COLS)
         if step % g.ckpt_every == 0 or done:
             wall += time.perf_counter() - t0
