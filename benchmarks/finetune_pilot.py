@@ -10,7 +10,13 @@ trained, the head reading ``[states[2], block 3's output]`` pooled by 4 exactly 
 default head reads the cached features:
 
 - ``frozen``: block 3 keeps Whisper's weights (the default head's recipe, in this loop);
-- ``finetune1``: block 3 is trained too (AdamW, ``--block-lr``), with the head.
+- ``finetune1``: block 3 is trained too (AdamW, ``--block-lr``), with the head;
+- ``lora<r>`` (e.g. ``lora8``): block 3 keeps Whisper's weights, and a rank-``r`` LoRA
+  adapter (Hu et al. 2021: ``W x + B A x * alpha / r``, ``B`` zero at the start, alpha = r)
+  on each of its four projections (attention qkv and out, the MLP's two) is trained with the
+  head (``--lora-lr``);
+- ``staged``: as ``finetune1``, but block 3 stays frozen for the first ``--unfreeze-epoch``
+  epochs (the head converges first).
 
 Prints and writes ``benchmarks/results/finetune_pilot.json``: per epoch the validation and
 test accuracy / macro-F1 and the seconds; the test figures of the best validation epoch;
@@ -76,6 +82,31 @@ def lower_states(items, cfg, enc, front, *, batch: int = 16):
     return keep, out
 
 
+class LoRALinear(torch.nn.Module):
+    """A frozen ``nn.Linear`` plus a trainable low-rank update ``B A`` (``B`` starts at zero)."""
+
+    def __init__(self, base: torch.nn.Linear, rank: int) -> None:
+        super().__init__()
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.a = torch.nn.Parameter(torch.randn(rank, base.in_features) / base.in_features**0.5)
+        self.b = torch.nn.Parameter(torch.zeros(base.out_features, rank))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + (x @ self.a.T) @ self.b.T  # alpha = rank: scale 1
+
+
+def add_lora(block, rank: int) -> list[torch.nn.Parameter]:
+    """Wrap the block's four projections in :class:`LoRALinear`; return the adapters' weights."""
+    params = []
+    for name in ("qkv", "out", "fc1", "fc2"):
+        wrapped = LoRALinear(getattr(block, name), rank)
+        setattr(block, name, wrapped)
+        params += [wrapped.a, wrapped.b]
+    return params
+
+
 class Tuned(torch.nn.Module):
     """Block 3 of Whisper (trainable or not) + the default head over ``[states2, block3]``."""
 
@@ -128,13 +159,16 @@ def evaluate(model, rows, states, y) -> dict:
 def run_arm(name, enc, head_cfg, states, y, split, args) -> dict:
     torch.manual_seed(args.seed)
     block = copy.deepcopy(enc.blocks[2])
-    train_block = name != "frozen"
+    train_block = name in ("finetune1", "staged")
     for p in block.parameters():
         p.requires_grad_(train_block)
+    adapters = add_lora(block, int(name[4:])) if name.startswith("lora") else []
     model = Tuned(block, head_cfg)
     groups = [{"params": model.head.parameters(), "lr": args.lr}]
     if train_block:
         groups.append({"params": block.parameters(), "lr": args.block_lr})
+    if adapters:
+        groups.append({"params": adapters, "lr": args.lora_lr})
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
     sched = None
     if args.schedule == "cosine":  # as the project's trainer: cosine over the epochs
@@ -145,6 +179,9 @@ def run_arm(name, enc, head_cfg, states, y, split, args) -> dict:
     history, best = [], None
     for epoch in range(1, args.epochs + 1):
         model.train()
+        if name == "staged":  # block 3 frozen until the head has had --unfreeze-epoch epochs
+            for p in block.parameters():
+                p.requires_grad_(epoch > args.unfreeze_epoch)
         t0 = time.perf_counter()
         for x, n, t in batches(split["train"], states, y, args.batch, rng):
             loss = F.cross_entropy(model(x, n), t, weight=weights)
@@ -164,7 +201,9 @@ def run_arm(name, enc, head_cfg, states, y, split, args) -> dict:
         log.info("%s %s", name, json.dumps(row))
         if best is None or row["val"]["macro_f1"] > best["val"]["macro_f1"]:
             best = row
-        elif epoch - best["epoch"] >= args.patience:
+        elif epoch - best["epoch"] >= args.patience and not (
+            name == "staged" and epoch <= args.unfreeze_epoch + 1
+        ):  # a staged arm always gets at least two epochs with its block unfrozen
             break
     return {"history": history, "best_by_val": best}
 
@@ -178,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3, help="head learning rate")
     ap.add_argument("--block-lr", type=float, default=1e-4, help="fine-tuned block learning rate")
+    ap.add_argument("--lora-lr", type=float, default=1e-3, help="LoRA adapters' learning rate")
+    ap.add_argument("--unfreeze-epoch", type=int, default=4, help="staged: frozen epochs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--schedule", choices=["none", "cosine"], default="none", help="LR schedule")
     ap.add_argument("--arms", default="frozen,finetune1")
