@@ -386,6 +386,25 @@ def test_ema_copies_until_it_starts(tiny_run, monkeypatch):
     assert not torch.equal(state["G"][k], state["G_ema"][k])
 
 
+def test_feature_matching_and_noise_injection_train(tiny_run):
+    """gan.feature_match adds a term to the generator's loss (same seed, other weights after
+    2 steps); gan.noise_inject trains its scales; both resume from last.pt."""
+    from sound2sight.painting.train import train_gan
+
+    def trained(**gan) -> dict:
+        for name in ("last.pt", "best.pt"):
+            (tiny_run / "gan" / name).unlink(missing_ok=True)
+        train_gan(_cfg(steps=2, unlabelled=False, **gan), tiny_run)
+        return torch.load(tiny_run / "gan" / "last.pt", weights_only=True)["G"]
+
+    plain, matched = trained(), trained(feature_match=1.0)
+    assert not torch.equal(plain["out_conv.weight"], matched["out_conv.weight"])
+    noisy = trained(noise_inject=True)
+    assert any(k.endswith("noise2.scale") and v.abs().sum() > 0 for k, v in noisy.items())
+    cfg = _cfg(steps=4, unlabelled=False, noise_inject=True, feature_match=1.0)
+    assert train_gan(cfg, tiny_run)["steps"] == 4
+
+
 def test_old_pixel_gan_checkpoint_is_named(tmp_path):
     cfg = {"gan": {"resolution": 64, "guidance": 1.0}}
     atomic_torch_save({"G_ema": {}, "config": cfg}, tmp_path / "best.pt")

@@ -328,8 +328,13 @@ class Discriminator(nn.Module):
         self.whiten = ConditionWhitening(cfg.cond_dim)
         self.embed = spectral_norm(nn.Linear(cfg.cond_dim, c_in, bias=False))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # (B, C): sum-pooled 4x4 features
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 32, s, s)`` -> ``(B, C)``: the sum-pooled last-block features the logit reads."""
+        return F.relu(self.blocks(x)).sum(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, *, h: torch.Tensor | None = None):
+        """One logit per painting ``(B,)``; ``h``: its :meth:`features`, when already taken."""
+        h = self.features(x) if h is None else h  # (B, C)
         c = self.whiten(c) * self.cfg.cond_dim**-0.5  # whitened, then of norm ~1
         return self.linear(h).squeeze(1) + (self.embed(c) * h).sum(dim=1)  # (B,)
 

@@ -194,7 +194,12 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
 
     def g_step() -> torch.Tensor:
         c = points[draw(B)].to(dev)
-        loss = loss_hinge_gen(D(aug(G(noise(B), c, generator=gen), generator=gen), c))
+        h = D.features(aug(G(noise(B), c, generator=gen), generator=gen))  # (B, C)
+        loss = loss_hinge_gen(D(None, c, h=h))
+        if g.feature_match > 0:  # the painted batch's mean D features towards a real batch's
+            with torch.no_grad():
+                real = D.features(aug(latents[draw(B)].to(dev).float(), generator=gen))
+            loss = loss + g.feature_match * (h.mean(0) - real.mean(0)).pow(2).mean()
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
