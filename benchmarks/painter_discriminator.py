@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,9 +60,10 @@ def main(argv: list[str] | None = None) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
 
     def parts(x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = F.relu(D.blocks(x)).sum(dim=(2, 3))
-        cc = D.whiten(c) * g.cond_dim**-0.5
-        return D.linear(h).squeeze(1), (D.embed(cc) * h).sum(dim=1)
+        """The logit's realism term and its projection term (the rest of the logit)."""
+        h = D.features(x)
+        realism = D.linear(h).squeeze(1)
+        return realism, D(None, c, h=h) - realism
 
     def hf(x: torch.Tensor) -> float:
         return float((x[..., 1:, :] - x[..., :-1, :]).pow(2).mean())

@@ -411,15 +411,13 @@ def validate(cfg: Config) -> Config:
     for key, value, ok, desc in pairs:
         if not ok:
             raise ConfigError(f"{key}={value!r}: must be {desc}")
-    if cfg.gan.g_mults:
-        want = {128: 3, 256: 4}.get(cfg.gan.image_size, 0)
-        parts = cfg.gan.g_mults.split(",")
-        if len(parts) != want or not all(v.strip().isdigit() and int(v) > 0 for v in parts):
-            raise ConfigError(
-                f"gan.g_mults={cfg.gan.g_mults!r}: must be {want} positive integers at "
-                f"{cfg.gan.image_size} px, comma-separated (the seed's width and each block's, "
-                "in multiples of gan.g_ch), or empty for the default"
-            )
+    if cfg.gan.g_mults:  # the generator's own parser (imports torch only when the key is set)
+        from sound2sight.painting.model import generator_mults
+
+        try:
+            generator_mults(cfg.gan)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if cfg.classifier.ensemble > 1 and cfg.classifier.arch != "whisper":
         raise ConfigError(
             f"classifier.ensemble={cfg.classifier.ensemble}: only whisper heads are ensembled "

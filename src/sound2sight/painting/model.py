@@ -71,17 +71,14 @@ def generator_mults(cfg: GANConfig) -> tuple[int, ...]:
     default = _G_MULTS[latent_side(cfg)]
     if not cfg.g_mults:
         return default
-    try:
-        mults = tuple(int(v) for v in cfg.g_mults.split(","))
-    except ValueError:
-        mults = ()
-    if len(mults) != len(default) or min(mults) < 1:
+    parts = cfg.g_mults.split(",")
+    if len(parts) != len(default) or not all(v.strip().isdigit() and int(v) > 0 for v in parts):
         raise ValueError(
-            f"gan.g_mults={cfg.g_mults!r}: expected {len(default)} positive integers for "
-            f"{cfg.image_size} px (the seed and each upsampling block), e.g. "
-            + ",".join(map(str, default))
+            f"gan.g_mults={cfg.g_mults!r}: must be {len(default)} positive integers at "
+            f"{cfg.image_size} px, comma-separated (the seed's width and each block's, in "
+            f"multiples of gan.g_ch, e.g. {','.join(map(str, default))}), or empty for the default"
         )
-    return mults
+    return tuple(int(v) for v in parts)
 
 
 def latent_side(cfg: GANConfig) -> int:
