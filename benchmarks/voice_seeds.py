@@ -5,7 +5,8 @@ unlike CREMA-D, and what averaging their answers (a seed ensemble) does.
 
 Trains the shipped speaker-normalised recipe (``python -m sound2sight.voice.pretrained
 --set classifier.speaker_norm=true``, CREMA-D actors only, SI fold 0's actors held out) once
-per seed into ``--runs`` (a seed already there is reused), then scores each head, and the
+per seed into ``--runs`` (a seed already there is reused; ``--set`` changes the recipe, e.g.
+``--set classifier.encoder=base --runs runs/voice_base``), then scores each head, and the
 average of the heads' probabilities, on the speakers none of them saw: the 13 held-out CREMA-D
 actors and the never-seen corpora RAVDESS, TESS and SAVEE, two ways:
 
@@ -41,14 +42,15 @@ def score(probs: np.ndarray, y: np.ndarray) -> dict:
     return {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "recall": r["recall"]}
 
 
-def head_ms(heads, *, repeats: int = 50) -> dict:
+def head_ms(heads, shape: tuple[int, int], *, repeats: int = 50) -> dict:
     """Median milliseconds of the first head and of the ensemble of all of them on the
-    features of two 3 s windows (38 frames of tiny.en's 5 layers), one thread."""
+    features of two 3 s windows (38 frames of the encoder's ``shape = (layers, channels)``,
+    tiny.en's (5, 384)), one thread."""
     import torch
 
     from sound2sight.voice.model import HeadEnsemble
 
-    x = torch.randn(2, 5, 38, 384)
+    x = torch.randn(2, shape[0], 38, shape[1])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = {}
@@ -72,6 +74,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "voice_seeds")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="config override on top of the shipped recipe, k=v (e.g. classifier.encoder=base)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -89,7 +97,12 @@ def main(argv: list[str] | None = None) -> dict:
         folder = args.runs / f"seed{seed}"
         if not (folder / "model.json").is_file():
             t0 = time.perf_counter()
-            build_shipped(args.data, folder, seed=seed, overrides=["classifier.speaker_norm=true"])
+            build_shipped(
+                args.data,
+                folder,
+                seed=seed,
+                overrides=["classifier.speaker_norm=true", *args.set],
+            )
             minutes[seed] = (time.perf_counter() - t0) / 60
         head, _, card = load_folder(folder)
         heads.append(head)
@@ -107,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
         "one recording": lambda i, x: standardise_alone(x, *stats[i]),
         "training statistics": lambda i, x: standardise(x, stats[i][0]),
     }
-    result: dict = {"seeds": seeds, "train_minutes": minutes, "corpora": {}}
+    result: dict = {"seeds": seeds, "overrides": args.set, "train_minutes": minutes, "corpora": {}}
     for corpus in CORPORA:
         sel = np.array([it.corpus == corpus and it.speaker not in seen for it in ok])
         if not sel.any():
@@ -126,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "ensemble": score(np.mean(probs, axis=0), y),
             }
         result["corpora"][corpus] = r
-    result["head_ms"] = head_ms(heads)
+    result["head_ms"] = head_ms(heads, (x_all.shape[1], x_all.shape[-1]))
     print(f"{'corpus':10s} {'reading':20s} {'seeds: mean [min, max]':>26s} {'ensemble':>9s}")
     for corpus, r in result["corpora"].items():
         for reading in readings:

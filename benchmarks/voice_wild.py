@@ -208,7 +208,11 @@ def refused_share() -> float | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "audio")
-    ap.add_argument("--model", default="voice-cremad-tiny-speaker")
+    ap.add_argument(
+        "--model",
+        default="voice-cremad-tiny-speaker",
+        help="a shipped model's name, or a folder build_shipped wrote (e.g. runs/voice_base/seed0)",
+    )
     ap.add_argument("--baseline", default="voice-cremad-tiny", help="'' to skip")
     ap.add_argument("--ks", default="3,10", help="calibration set sizes")
     ap.add_argument("--draws", type=int, default=3, help="calibration sets per speaker and arm")
@@ -244,15 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     from sound2sight.datasets import load_audio_corpus
     from sound2sight.labels import EMOTIONS
     from sound2sight.voice.cache import load_voice_features
-    from sound2sight.voice.pretrained import load_shipped
+    from sound2sight.voice.pretrained import load_folder, load_shipped
     from sound2sight.voice.speaker import standardise_alone
     from sound2sight.voice.train import predict
 
     t0 = time.perf_counter()
-    head, cfg, card = load_shipped(args.model)
+
+    def load(name: str):
+        return load_folder(name) if Path(name).is_dir() else load_shipped(name)
+
+    head, cfg, card = load(args.model)
     if not cfg.classifier.speaker_norm:
         raise SystemExit(f"{args.model}: not a speaker-normalised model (classifier.speaker_norm)")
-    base = load_shipped(args.baseline) if args.baseline else None
+    base = load(args.baseline) if args.baseline else None
     items = [it for it in load_audio_corpus(args.data).items if it.label]
     ok, x_all = load_voice_features(items, cfg)
     y_all = np.array([EMOTIONS.index(it.label) for it in ok])
