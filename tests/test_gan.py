@@ -405,6 +405,25 @@ def test_feature_matching_and_noise_injection_train(tiny_run):
     assert train_gan(cfg, tiny_run)["steps"] == 4
 
 
+def test_lecam_regularises_the_discriminator_and_resumes(tiny_run):
+    """gan.lecam adds a term to D's loss (other D weights after 2 steps at the same seed) and
+    its running means travel in last.pt, so a resumed run continues from them."""
+    from sound2sight.painting.train import train_gan
+
+    def trained(steps: int, fresh: bool = True, **gan) -> dict:
+        if fresh:
+            for name in ("last.pt", "best.pt"):
+                (tiny_run / "gan" / name).unlink(missing_ok=True)
+        train_gan(_cfg(steps=steps, unlabelled=False, **gan), tiny_run)
+        return torch.load(tiny_run / "gan" / "last.pt", weights_only=True)
+
+    plain, reg = trained(2), trained(2, lecam=0.3)
+    assert any(not torch.equal(plain["D"][k], reg["D"][k]) for k in plain["D"])
+    assert reg["lecam"].abs().sum() > 0 and plain["lecam"].abs().sum() == 0
+    resumed = trained(4, fresh=False, lecam=0.3)
+    assert resumed["step"] == 4 and not torch.equal(resumed["lecam"], reg["lecam"])
+
+
 def test_old_pixel_gan_checkpoint_is_named(tmp_path):
     cfg = {"gan": {"resolution": 64, "guidance": 1.0}}
     atomic_torch_save({"G_ema": {}, "config": cfg}, tmp_path / "best.pt")

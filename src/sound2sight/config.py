@@ -179,6 +179,7 @@ class GANConfig:
     g_ch: int = 64  # generator base width: blocks of 4x, 2x, 1x it at 128 px (a GPU affords more)
     g_mults: str = ""  # generator widths as multiples of g_ch, seed first, comma list (e.g. 4,2,2: the 16x16 stage as wide as the 8x8 one); "" = 4,2,1 at 128 px, 8,4,2,1 at 256 px
     noise_inject: bool = False  # per-pixel noise after every generator conv, scaled per channel (StyleGAN); off: an 8,000-step pilot scored FD 132.4 vs 126.4 (BENCHMARKS.md › Paintings)
+    lecam: float = 0.0  # weight of LeCam regularisation of the discriminator (Tseng et al. 2021, for small data: its logits on real latents held near the running mean of its logits on painted ones, and vice versa); 0 = off (an 8,000-step pilot at 0.3 scored FD 133.8 vs 126.4; BENCHMARKS.md)
     feature_match: float = 0.0  # weight of a feature-matching term in the generator's loss (mean discriminator features of real vs painted latents, Salimans et al. 2016); 0 = off (measured: wins at 8,000 steps, loses at 15,000 with streaky paintings; BENCHMARKS.md)
     d_ch: int = 32  # discriminator base width: blocks of 1x, 2x, 4x it
     steps: int = 15000  # generator steps (~0.11 s each on 2 CPU cores at 128 px: ~29 min)
@@ -328,7 +329,7 @@ audio.fmin classifier.noise_floor_db data.workers train.weight_decay train.freq_
 train.gain_db train.crop_frames train.num_workers image.num_workers align.hidden
 align.weight_decay align.audio_hidden align.cross_weight align.prototype_weight
 align.gap_weight align.map_points gan.fd_samples gan.ema_start gan.k_condition pipeline.uncertain_margin
-pipeline.k_image_neighbours gan.feature_match
+pipeline.k_image_neighbours gan.feature_match gan.lecam
 """
 _FRACTION_KEYS = "data.val_fraction classifier.dropout align.dropout align.audio_dropout gan.ema"
 _RULES: dict[str, tuple] = {

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from sound2sight.config import Config
@@ -64,6 +65,7 @@ __all__ = ["train_gan", "training_paintings"]
 
 log = logging.getLogger(__name__)
 GRID_COLS = 8  # images per emotion row in the sample grids
+LECAM_DECAY = 0.99  # of the running means gan.lecam compares D's logits with (Tseng et al.)
 
 
 def train_gan(
@@ -156,6 +158,7 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         train_bank.sample(fixed_labels, generator=fixed_gen), gallery, g, generator=fixed_gen
     )
     hist = {k: [] for k in ("loss_d", "loss_g", "logit_real", "logit_fake")}
+    lecam = torch.zeros(2, device=dev)  # running means of D's real and painted logits
     step, best_fd, best_step, wall, fd_history = 0, float("inf"), -1, 0.0, []
     if state is not None:
         ckpt.restore(state, G=G, G_ema=G_ema, D=D, opt_g=opt_g, opt_d=opt_d)
@@ -163,6 +166,7 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         fixed_z, fixed_c = state["fixed_z"], state["fixed_c"]
         step, best_fd, best_step = state["step"], state["best_fd"], state["best_step"]
         wall, fd_history = state["wall_seconds"], list(state.get("fd_history", []))
+        lecam = state.get("lecam", lecam).to(dev)
         hist = {k: list(state["history"].get(k, [])) for k in hist}
         log.info("resuming GAN from step %d", step)
     scorer = (
@@ -187,6 +191,11 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         d_real = D(aug(x_real, generator=gen), c_real)
         d_fake = D(aug(fake, generator=gen), c_fake)
         loss = loss_hinge_dis(d_real, d_fake)
+        if g.lecam > 0:  # LeCam: real logits near the painted ones' running mean, and vice versa
+            lecam[0].mul_(LECAM_DECAY).add_((1 - LECAM_DECAY) * d_real.detach().mean())
+            lecam[1].mul_(LECAM_DECAY).add_((1 - LECAM_DECAY) * d_fake.detach().mean())
+            reg = F.relu(d_real - lecam[1]).pow(2).mean() + F.relu(lecam[0] - d_fake).pow(2).mean()
+            loss = loss + g.lecam * reg
         opt_d.zero_grad(set_to_none=True)
         loss.backward()
         opt_d.step()
@@ -222,6 +231,7 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
                 "wall_seconds": wall,
                 "history": hist,
                 "fd_history": fd_history,
+                "lecam": lecam.cpu(),
                 "device": str(dev),
                 "n_train_images": N,
             },
