@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def hearing(how: str):
         def fn(wave: np.ndarray, name: str) -> float:
-            other = dict(vad._second_hearings(wave)).get(how)
+            other = next((w for h, w in vad._second_hearings(wave) if h == how), None)
             return 0.0 if other is None else vad.speech_seconds(other, threshold=0.3)
 
         return fn

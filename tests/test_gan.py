@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -386,41 +387,35 @@ def test_ema_copies_until_it_starts(tiny_run, monkeypatch):
     assert not torch.equal(state["G"][k], state["G_ema"][k])
 
 
+def _trained(run: Path, steps: int = 2, *, fresh: bool = True, **gan) -> dict:
+    """``last.pt`` after training ``run`` to ``steps`` (from scratch unless ``fresh=False``)."""
+    from sound2sight.painting.train import train_gan
+
+    if fresh:
+        for name in ("last.pt", "best.pt"):
+            (run / "gan" / name).unlink(missing_ok=True)
+    train_gan(_cfg(steps=steps, unlabelled=False, **gan), run)
+    return torch.load(run / "gan" / "last.pt", weights_only=True)
+
+
 def test_feature_matching_and_noise_injection_train(tiny_run):
     """gan.feature_match adds a term to the generator's loss (same seed, other weights after
     2 steps); gan.noise_inject trains its scales; both resume from last.pt."""
-    from sound2sight.painting.train import train_gan
-
-    def trained(**gan) -> dict:
-        for name in ("last.pt", "best.pt"):
-            (tiny_run / "gan" / name).unlink(missing_ok=True)
-        train_gan(_cfg(steps=2, unlabelled=False, **gan), tiny_run)
-        return torch.load(tiny_run / "gan" / "last.pt", weights_only=True)["G"]
-
-    plain, matched = trained(), trained(feature_match=1.0)
+    plain, matched = _trained(tiny_run)["G"], _trained(tiny_run, feature_match=1.0)["G"]
     assert not torch.equal(plain["out_conv.weight"], matched["out_conv.weight"])
-    noisy = trained(noise_inject=True)
+    noisy = _trained(tiny_run, noise_inject=True)["G"]
     assert any(k.endswith("noise2.scale") and v.abs().sum() > 0 for k, v in noisy.items())
-    cfg = _cfg(steps=4, unlabelled=False, noise_inject=True, feature_match=1.0)
-    assert train_gan(cfg, tiny_run)["steps"] == 4
+    both = _trained(tiny_run, 4, fresh=False, noise_inject=True, feature_match=1.0)
+    assert both["step"] == 4
 
 
 def test_lecam_regularises_the_discriminator_and_resumes(tiny_run):
     """gan.lecam adds a term to D's loss (other D weights after 2 steps at the same seed) and
     its running means travel in last.pt, so a resumed run continues from them."""
-    from sound2sight.painting.train import train_gan
-
-    def trained(steps: int, fresh: bool = True, **gan) -> dict:
-        if fresh:
-            for name in ("last.pt", "best.pt"):
-                (tiny_run / "gan" / name).unlink(missing_ok=True)
-        train_gan(_cfg(steps=steps, unlabelled=False, **gan), tiny_run)
-        return torch.load(tiny_run / "gan" / "last.pt", weights_only=True)
-
-    plain, reg = trained(2), trained(2, lecam=0.3)
+    plain, reg = _trained(tiny_run), _trained(tiny_run, lecam=0.3)
     assert any(not torch.equal(plain["D"][k], reg["D"][k]) for k in plain["D"])
     assert reg["lecam"].abs().sum() > 0 and plain["lecam"].abs().sum() == 0
-    resumed = trained(4, fresh=False, lecam=0.3)
+    resumed = _trained(tiny_run, 4, fresh=False, lecam=0.3)
     assert resumed["step"] == 4 and not torch.equal(resumed["lecam"], reg["lecam"])
 
 
