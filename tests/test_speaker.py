@@ -329,3 +329,48 @@ def test_utterance_norm_centres_each_clip_and_a_bad_value_is_named():
     assert not np.allclose(outs[""][0], outs[""][1], atol=1e-3)  # told apart by their colour
     for mode in ("mean", "meanstd"):  # centred on their own mean: nothing left to tell apart
         np.testing.assert_allclose(outs[mode][0], outs[mode][1], atol=1e-4)
+
+
+def test_calibration_views_read_a_clip_as_a_calibration_could():
+    from sound2sight.config import ConfigError, validate
+    from sound2sight.voice.speaker import CalibrationViews
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([_clips(rng, 4), _clips(rng, 4) * 2.0 + 3.0]).astype(np.float16)
+    x[:, :, -2:] = 0  # every clip's last two frames are padding
+    who = ["s:a"] * 4 + ["s:b"] * 4
+    pop = speaker_stats(x)
+
+    def weight(stats, own):  # stats.mean = w * own.mean + (1 - w) * pop.mean, one w for all
+        w = (stats.mean - pop.mean) / (own.mean - pop.mean)
+        assert np.ptp(w) < 1e-3 and -1e-4 <= w.mean() <= 1 + 1e-4, w
+        return float(w.mean())
+
+    alone = CalibrationViews(x, who, pop, share=1.0, sizes=(1,))  # the clip by itself
+    every = CalibrationViews(x, who, pop, share=1.0, sizes=(10,))  # more than b's 4 clips
+    ws = [weight(alone.stats(5, np.random.default_rng(s)), speaker_stats(x[5:6])) for s in range(6)]
+    ws += [weight(every.stats(6, np.random.default_rng(s)), speaker_stats(x[4:])) for s in range(6)]
+    assert np.ptp(ws) > 0.3  # the weight varies from draw to draw
+    z = alone.apply(torch.zeros(2, 2, 6, 4), np.array([0, 5]), rng)
+    assert (z[:, :, -2:] == 0).all() and bool(z[:, :, :-2].abs().sum() > 0)  # padding stays
+    kept = CalibrationViews(x, who, pop, share=0.0).apply(
+        torch.ones(1, 2, 6, 4), np.array([0]), rng
+    )
+    assert (kept == 1).all()  # share 0: the batch as it was
+    cfg = Config()
+    cfg.classifier.calibration_augment = 0.5
+    with pytest.raises(ConfigError, match="calibration_augment.*speaker_norm"):
+        validate(cfg)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_training_with_calibration_views_still_removes_a_speaker_shift(tmp_path):
+    from sound2sight.voice.train import train_classifier
+
+    items, feats = _speaker_shifted_features()
+    cfg = Config()
+    cfg.classifier.speaker_norm, cfg.classifier.calibration_augment = True, 0.5
+    cfg.classifier.embed_dim, cfg.classifier.dropout = 16, 0.0
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.patience = 15, 16, 15
+    m = train_classifier(cfg, tmp_path / "run", items=items, mels=feats, progress=False)
+    assert m["test"]["accuracy"] >= 0.9, m["test"]

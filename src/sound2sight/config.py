@@ -109,6 +109,7 @@ class ClassifierConfig:
     wave_augment: str = ""  # whisper, training only: extra views of each training clip, encoded from an altered waveform (comma list of speed<factor>, e.g. speed0.9 = 10 % slower and lower, noise<dB>, e.g. noise20 = white noise 20 dB under the voice, and channel<N>, N in 1..99, e.g. channel1,channel2,channel3 = three random recording channels per clip: room, noise, mic colour, band limit, DC, clipping; voice/channel.py); each batch takes one view at random; empty = off
     utterance_norm: str = ""  # whisper: each clip's feature frames centred on their own mean ("mean") or also scaled by their own std ("meanstd") inside the head, so that a recording's overall colour (microphone, room) is not an emotion cue; "" = off
     ensemble: int = 1  # whisper: heads trained with seeds seed .. seed+N-1 on one split, their probabilities averaged (one seed's cross-corpus accuracy is a lottery: benchmarks/voice_seeds.py); the shared space reads the first head's embedding
+    calibration_augment: float = 0.0  # speaker_norm, training only: share of each batch's clips read as a calibration could read them (the statistics of the clip alone or of 3 or 10 random clips of its speaker, blended with the training frames' at a random weight; voice/speaker.py CalibrationViews) instead of by all their speaker's clips; 0 = off (measured at 0.5: one recording of a never-seen corpus read 5-7 points worse; BENCHMARKS.md › Voice model)
     speaker_norm: bool = False  # whisper, transductive: standardise features by each speaker's own statistics (voice/speaker.py; at inference: Sound2Sight.calibrate_to_speaker)
     width: int = 16  # channels of the first conv stage (16: ~16 MMAC per 3 s clip)
     depth: int = 3  # conv stages
@@ -185,9 +186,7 @@ class GANConfig:
     steps: int = 15000  # generator steps (~0.11 s each on 2 CPU cores at 128 px: ~29 min)
     batch_size: int = 32  # paintings per step
     lr_g: float = 1e-4  # generator Adam lr
-    lr_d: float = (
-        4e-4  # discriminator Adam lr (TTUR: at 2e-4 both, D stopped telling real from fake)
-    )
+    lr_d: float = 8e-4  # discriminator Adam lr (TTUR: at 2e-4 both, D stopped telling real from fake; 8e-4 beat 4e-4 and 1.6e-3, BENCHMARKS.md › Paintings)
     ema: float = 0.999  # EMA decay of the sampling generator
     ema_start: int = 1000  # steps before the EMA starts averaging (it copies G until then)
     diffaugment: str = (
@@ -331,7 +330,7 @@ align.weight_decay align.audio_hidden align.cross_weight align.prototype_weight
 align.gap_weight align.map_points gan.fd_samples gan.ema_start gan.k_condition pipeline.uncertain_margin
 pipeline.k_image_neighbours gan.feature_match gan.lecam
 """
-_FRACTION_KEYS = "data.val_fraction classifier.dropout align.dropout align.audio_dropout gan.ema"
+_FRACTION_KEYS = "data.val_fraction classifier.calibration_augment classifier.dropout align.dropout align.audio_dropout gan.ema"
 _RULES: dict[str, tuple] = {
     **dict.fromkeys(_POSITIVE_KEYS.split(), _POS),
     **dict.fromkeys(_NONNEGATIVE_KEYS.split(), _NONNEG),
@@ -423,6 +422,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"classifier.ensemble={cfg.classifier.ensemble}: only whisper heads are ensembled "
             f"(classifier.arch={cfg.classifier.arch!r})"
+        )
+    if cfg.classifier.calibration_augment > 0 and not cfg.classifier.speaker_norm:
+        raise ConfigError(
+            f"classifier.calibration_augment={cfg.classifier.calibration_augment}: needs "
+            "classifier.speaker_norm=true (it varies the speaker statistics a clip is read with)"
         )
     if wave_views(cfg.classifier.wave_augment) and cfg.classifier.speaker_norm:
         raise ConfigError(

@@ -36,6 +36,7 @@ import numpy as np
 __all__ = [
     "ShrinkPrior",
     "SpeakerStats",
+    "CalibrationViews",
     "alone_stats",
     "blend_stats",
     "calibrate",
@@ -289,3 +290,82 @@ def alone_stats(
     saved before it existed) the training frames' statistics, never the recording's own
     plain statistics (its mean carries its emotion)."""
     return population if prior is None else calibrate([recording], population, prior)
+
+
+class CalibrationViews:
+    """Training clips read as a calibration could read them (``classifier.calibration_augment``).
+
+    A speaker-normalised head trains on clips standardised by all of their speaker's clips,
+    but the pipeline reads a recording by :func:`calibrate` of one to a few recordings, pulled
+    towards the training frames' statistics by a weight it cannot know in advance.  This draws,
+    for a ``share`` of a batch's clips, what such a calibration might produce: the pooled
+    statistics of the clip alone or of ``sizes`` random clips of its speaker, blended with
+    ``population`` at a uniform random weight, so that the head learns to read them all.
+
+    >>> import torch
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(6, 1, 4, 2)).astype(np.float16)
+    >>> pop = speaker_stats(x)
+    >>> views = CalibrationViews(x, ["a"] * 3 + ["b"] * 3, pop, share=1.0)
+    >>> z = views.apply(torch.zeros(2, 1, 4, 2), np.array([0, 4]), rng)
+    >>> tuple(z.shape), bool(z.abs().sum() > 0)
+    ((2, 1, 4, 2), True)
+    """
+
+    def __init__(
+        self,
+        raw: np.ndarray,
+        speakers: Sequence[str],
+        population: SpeakerStats,
+        *,
+        share: float,
+        sizes: Sequence[int] = (1, 3, 10),
+    ) -> None:
+        self.raw = np.asarray(raw)
+        if len(speakers) != len(self.raw):
+            raise ValueError(f"{len(speakers)} speaker names for {len(self.raw)} clips")
+        self.share, self.sizes, self.population = float(share), tuple(sizes), population
+        self.mean, self.second, self.frames = _clip_moments(self.raw)
+        keys = np.asarray(list(speakers))
+        self.rows = {k: np.flatnonzero(keys == k) for k in np.unique(keys)}
+        self.speaker = keys
+
+    def stats(self, i: int, rng: np.random.Generator) -> SpeakerStats:
+        """One random calibration's statistics for training clip ``i``."""
+        k = int(rng.choice(self.sizes))
+        mine = self.rows[self.speaker[i]]
+        rows = [i] if k == 1 else rng.choice(mine, size=min(k, len(mine)), replace=False)
+        n = self.frames[rows].astype(np.float64)
+        share = (n / max(n.sum(), 1.0))[:, None, None]
+        mean = (share * self.mean[rows]).sum(0)
+        second = (share * self.second[rows]).sum(0)
+        std = np.sqrt(np.maximum(second - np.square(mean), 0.0))
+        own = SpeakerStats(mean, np.maximum(std, MIN_STD), len(rows), int(n.sum()))
+        w = float(rng.random())
+        return blend_stats([own, self.population], [w, 1.0 - w], n_clips=len(rows), n_frames=0)
+
+    def apply(self, xb, ib: np.ndarray, rng: np.random.Generator):
+        """The batch ``xb`` (a float tensor of speaker-standardised rows ``ib``) with a
+        ``share`` of its clips replaced by a random calibration's reading of them."""
+        import torch
+
+        out = xb.clone()
+        for j, i in enumerate(np.asarray(ib)):
+            if rng.random() < self.share:
+                z = standardise(self.raw[i : i + 1], self.stats(int(i), rng))
+                out[j] = torch.from_numpy(z[0].astype(np.float32))
+        return out
+
+
+def _clip_moments(x: np.ndarray, *, chunk: int = 256):
+    """Each clip's mean and mean square valid frame ``(N, L, C)`` and its valid frame count."""
+    mean = np.zeros((len(x), x.shape[1], x.shape[3]))
+    second, frames = np.zeros_like(mean), np.zeros(len(x), np.int64)
+    for s in range(0, len(x), chunk):
+        part = x[s : s + chunk].astype(np.float32)
+        valid = _valid(part)[:, None, :, None]
+        n = np.maximum(valid.sum(2), 1)
+        mean[s : s + chunk] = np.where(valid, part, 0.0).sum(2, dtype=np.float64) / n
+        second[s : s + chunk] = np.where(valid, np.square(part), 0.0).sum(2, dtype=np.float64) / n
+        frames[s : s + chunk] = valid[:, 0, :, 0].sum(1)
+    return mean, second, frames

@@ -378,6 +378,7 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
     if len(tr) == 0:
         raise ValueError("no rows with split == 'train' to train on")
     population = None  # speaker_norm: statistics of all training frames (the uncalibrated case)
+    calib_views = None  # classifier.calibration_augment: clips read as a calibration would
     if whisper and cfg.classifier.speaker_norm:  # transductive: test speakers' own statistics
         from sound2sight.voice.speaker import shrink_prior, speaker_stats, standardise_by_speaker
 
@@ -388,6 +389,15 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
         except ValueError as err:  # too few clips: calibrations use plain statistics
             prior = None
             log.warning("no shrinkage prior for calibration: %s", err)
+        if cfg.classifier.calibration_augment > 0:  # the raw training clips, for their views
+            from sound2sight.voice.speaker import CalibrationViews
+
+            calib_views = CalibrationViews(
+                mels[tr],
+                [speakers[i] for i in tr],
+                population,
+                share=cfg.classifier.calibration_augment,
+            )
         mels = standardise_by_speaker(mels, speakers)
         log.info("features standardised per speaker (%d speakers)", len(set(speakers)))
     log.info(
@@ -460,6 +470,8 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
         for ib, yb in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
             view = int(rng.integers(len(views))) if len(views) > 1 else 0  # one per batch
             xb = views[view][ib].float()
+            if calib_views is not None:
+                xb = calib_views.apply(xb, ib.numpy(), rng)
             if model.takes_mels:  # SpecAugment / mixup act on log-Mels
                 xb, perm, lam = augment(xb, cfg.train, rng)
             else:
