@@ -81,6 +81,16 @@ def _speaker_shifted_features(seed: int = 0):
     return items, np.stack(feats).astype(np.float16)
 
 
+def _small_head_config(epochs: int, **classifier) -> Config:
+    """A whisper head small enough for :func:`_speaker_shifted_features` (patience = epochs)."""
+    cfg = Config()
+    for key, value in classifier.items():
+        setattr(cfg.classifier, key, value)
+    cfg.classifier.embed_dim, cfg.classifier.dropout = 16, 0.0
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.patience = epochs, 16, epochs
+    return cfg
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_training_with_speaker_norm_removes_a_speaker_shift(tmp_path):
     from sound2sight.voice.classifier import load_classifier
@@ -89,10 +99,7 @@ def test_training_with_speaker_norm_removes_a_speaker_shift(tmp_path):
     items, feats = _speaker_shifted_features()
     acc = {}
     for norm in (False, True):
-        cfg = Config()
-        cfg.classifier.speaker_norm = norm
-        cfg.classifier.embed_dim, cfg.classifier.dropout = 16, 0.0
-        cfg.train.epochs, cfg.train.batch_size, cfg.train.patience = 15, 16, 15
+        cfg = _small_head_config(15, speaker_norm=norm)
         run = tmp_path / f"norm{norm}"
         m = train_classifier(cfg, run, items=items, mels=feats, progress=False)
         acc[norm] = m["test"]["accuracy"]
@@ -368,9 +375,6 @@ def test_training_with_calibration_views_still_removes_a_speaker_shift(tmp_path)
     from sound2sight.voice.train import train_classifier
 
     items, feats = _speaker_shifted_features()
-    cfg = Config()
-    cfg.classifier.speaker_norm, cfg.classifier.calibration_augment = True, 0.5
-    cfg.classifier.embed_dim, cfg.classifier.dropout = 16, 0.0
-    cfg.train.epochs, cfg.train.batch_size, cfg.train.patience = 15, 16, 15
+    cfg = _small_head_config(15, speaker_norm=True, calibration_augment=0.5)
     m = train_classifier(cfg, tmp_path / "run", items=items, mels=feats, progress=False)
     assert m["test"]["accuracy"] >= 0.9, m["test"]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sound2sight.config import ClassifierConfig, Config, ConfigError, load_config
-from test_speaker import _speaker_shifted_features
+from sound2sight.config import ClassifierConfig, ConfigError, load_config
+from test_speaker import _small_head_config, _speaker_shifted_features
 
 
 def _heads(n: int, cfg: ClassifierConfig):
@@ -65,10 +65,7 @@ def test_training_an_ensemble_trains_each_head_once_and_resumes(tmp_path):
     from sound2sight.voice.train import train_classifier
 
     items, feats = _speaker_shifted_features()
-    cfg = Config()
-    cfg.classifier.speaker_norm, cfg.classifier.ensemble = True, 2
-    cfg.classifier.embed_dim, cfg.classifier.dropout = 16, 0.0
-    cfg.train.epochs, cfg.train.batch_size, cfg.train.patience = 6, 16, 6
+    cfg = _small_head_config(6, speaker_norm=True, ensemble=2)
     run = tmp_path / "run"
     m = train_classifier(cfg, run, items=items, mels=feats, progress=False)
     out = run / "classifier"

@@ -148,13 +148,7 @@ class ShrinkPrior:
 
 def _clip_means(x: np.ndarray, *, chunk: int = 256) -> np.ndarray:
     """``(N, L, C)``: each clip's mean valid frame (``chunk`` clips at a time)."""
-    out = np.zeros((len(x), x.shape[1], x.shape[3]))
-    for s in range(0, len(x), chunk):
-        part = x[s : s + chunk]
-        valid = _valid(part)[:, None, :, None]
-        total = np.where(valid, part.astype(np.float32), 0.0).sum(2, dtype=np.float64)
-        out[s : s + chunk] = total / np.maximum(valid.sum(2), 1)
-    return out
+    return _clip_moments(x, chunk=chunk)[0]
 
 
 def shrink_prior(
