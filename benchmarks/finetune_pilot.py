@@ -18,10 +18,18 @@ default head reads the cached features:
 - ``staged``: as ``finetune1``, but block 3 stays frozen for the first ``--unfreeze-epoch``
   epochs (the head converges first).
 
+Two regularisers apply to every arm of a run, training batches only: ``--time-mask P``
+replaces random 10-frame (0.2 s) spans covering about ``P`` of each clip's frames of
+``states[2]`` with the clip's mean frame before block 3 (SpecAugment-style masking, as
+wav2vec 2.0 fine-tuning uses); ``--speaker-adv W`` adds a speaker classifier over the
+training speakers on the head's embedding behind a gradient-reversal layer (Ganin &
+Lempitsky 2015), its cross-entropy weighted ``W``: the head and the block are pushed away
+from features that tell the training speakers apart.
+
 Prints and writes ``benchmarks/results/finetune_pilot.json``: per epoch the validation and
 test accuracy / macro-F1 and the seconds; the test figures of the best validation epoch;
 the peak RSS; a ``"summary"`` of the mean over folds per arm.  A pilot, not yet the issue's
-protocol (one seed, one block; no LoRA arm): it measures what an epoch costs on 2 cores and
+protocol (one seed per run, one block): it measures what an epoch costs on 2 cores and
 whether fine-tuning moves SI-5 in the same training loop as the frozen baseline.
 """
 
@@ -107,6 +115,33 @@ def add_lora(block, rank: int) -> list[torch.nn.Parameter]:
     return params
 
 
+class _Reverse(torch.autograd.Function):
+    """Identity forward; the gradient negated (times ``scale``) backward."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
+
+
+def time_mask(x: torch.Tensor, lengths: torch.Tensor, share: float, rng, span: int = 10):
+    """Spans of ``span`` frames, about ``share`` of each clip's valid frames, set to the clip's
+    mean frame (a copy; padding untouched)."""
+    x = x.clone()
+    for j, n in enumerate(lengths.tolist()):
+        k = int(rng.binomial(max(n // span, 0), share)) if n > span else 0
+        if k == 0:
+            continue
+        mean = x[j, :n].mean(0)
+        for start in rng.integers(0, n - span + 1, size=k):
+            x[j, start : start + span] = mean
+    return x
+
+
 class Tuned(torch.nn.Module):
     """Block 3 of Whisper (trainable or not) + the default head over ``[states2, block3]``."""
 
@@ -118,14 +153,17 @@ class Tuned(torch.nn.Module):
         self.head = WhisperHeadClassifier(head_cfg, groups=[(2, 384)])
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.logits_and_embedding(x, lengths)[0]
+
+    def logits_and_embedding(self, x: torch.Tensor, lengths: torch.Tensor):
         t = x.shape[1]
         keep = torch.arange(t)[None, :] < lengths[:, None]  # (B, T)
         y = self.block(x, keep[:, None, None, :])
         h = torch.stack([x, y], dim=1) * keep[:, None, :, None]  # (B, 2, T, C)
-        return self.head(pool_frames(h, keep, POOL))  # as the cached features are pooled
+        return self.head.logits_and_embedding(pool_frames(h, keep, POOL))  # pooled as cached
 
 
-def batches(rows, states, y, size, rng=None):
+def batches(rows, states, y, size, rng=None, spk=None):
     rows = np.asarray(rows)
     if rng is not None:  # shuffled, then length-sorted within chunks of 8 batches
         rows = rng.permutation(rows)
@@ -139,7 +177,10 @@ def batches(rows, states, y, size, rng=None):
         x = torch.zeros(len(idx), int(n.max()), 384)
         for j, i in enumerate(idx):
             x[j, : n[j]] = torch.from_numpy(states[i].astype(np.float32))
-        yield x, n, torch.as_tensor(y[idx])
+        if spk is None:
+            yield x, n, torch.as_tensor(y[idx])
+        else:
+            yield x, n, torch.as_tensor(y[idx]), torch.as_tensor(spk[idx])
 
 
 def evaluate(model, rows, states, y) -> dict:
@@ -156,7 +197,7 @@ def evaluate(model, rows, states, y) -> dict:
     return {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
 
 
-def run_arm(name, enc, head_cfg, states, y, split, args) -> dict:
+def run_arm(name, enc, head_cfg, states, y, split, args, speakers=None) -> dict:
     torch.manual_seed(args.seed)
     block = copy.deepcopy(enc.blocks[2])
     train_block = name in ("finetune1", "staged")
@@ -165,6 +206,13 @@ def run_arm(name, enc, head_cfg, states, y, split, args) -> dict:
     adapters = add_lora(block, int(name[4:])) if name.startswith("lora") else []
     model = Tuned(block, head_cfg)
     groups = [{"params": model.head.parameters(), "lr": args.lr}]
+    spk, adversary = None, None
+    if args.speaker_adv > 0:  # speaker classifier behind a gradient reversal
+        names = sorted({speakers[i] for i in split["train"]})
+        index = {s: k for k, s in enumerate(names)}
+        spk = np.array([index.get(s, -1) for s in speakers])
+        adversary = torch.nn.Linear(head_cfg.embed_dim, len(names))
+        groups.append({"params": adversary.parameters(), "lr": args.lr})
     if train_block:
         groups.append({"params": block.parameters(), "lr": args.block_lr})
     if adapters:
@@ -183,8 +231,15 @@ def run_arm(name, enc, head_cfg, states, y, split, args) -> dict:
             for p in block.parameters():
                 p.requires_grad_(epoch > args.unfreeze_epoch)
         t0 = time.perf_counter()
-        for x, n, t in batches(split["train"], states, y, args.batch, rng):
-            loss = F.cross_entropy(model(x, n), t, weight=weights)
+        for x, n, t, *s in batches(split["train"], states, y, args.batch, rng, spk):
+            if args.time_mask > 0:
+                x = time_mask(x, n, args.time_mask, rng)
+            logits, emb = model.logits_and_embedding(x, n)
+            loss = F.cross_entropy(logits, t, weight=weights)
+            if adversary is not None:
+                loss = loss + args.speaker_adv * F.cross_entropy(
+                    adversary(_Reverse.apply(emb, 1.0)), s[0]
+                )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -222,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--schedule", choices=["none", "cosine"], default="none", help="LR schedule")
     ap.add_argument("--arms", default="frozen,finetune1")
+    ap.add_argument("--time-mask", type=float, default=0.0, help="share of frames masked")
+    ap.add_argument("--speaker-adv", type=float, default=0.0, help="speaker-adversary weight")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -259,7 +316,10 @@ def main(argv: list[str] | None = None) -> int:
             for s in ("train", "val", "test")
         }
         log.info("fold %d: %s", fold, {k: len(v) for k, v in split.items()})
-        per_fold[fold] = {a: run_arm(a, enc, head_cfg, states, y, split, args) for a in arm_names}
+        speakers = [it.speaker for it in items]
+        per_fold[fold] = {
+            a: run_arm(a, enc, head_cfg, states, y, split, args, speakers) for a in arm_names
+        }
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GB (KB on Linux)
     summary = {}
     lines = [f"seed {args.seed}, folds {args.folds}: test at each fold's best validation epoch"]
