@@ -160,7 +160,8 @@ class Tuned(torch.nn.Module):
         keep = torch.arange(t)[None, :] < lengths[:, None]  # (B, T)
         y = self.block(x, keep[:, None, None, :])
         h = torch.stack([x, y], dim=1) * keep[:, None, :, None]  # (B, 2, T, C)
-        return self.head.logits_and_embedding(pool_frames(h, keep, POOL))  # pooled as cached
+        emb = self.head.embed(pool_frames(h, keep, POOL))  # pooled as the cached features are
+        return self.head.head.out(self.head.head.dropout(emb)), emb  # as the head's forward
 
 
 def batches(rows, states, y, size, rng=None, spk=None):
