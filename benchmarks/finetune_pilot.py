@@ -133,7 +133,7 @@ def time_mask(x: torch.Tensor, lengths: torch.Tensor, share: float, rng, span: i
     mean frame (a copy; padding untouched)."""
     x = x.clone()
     for j, n in enumerate(lengths.tolist()):
-        k = int(rng.binomial(max(n // span, 0), share)) if n > span else 0
+        k = int(rng.binomial(n // span, share)) if n > span else 0
         if k == 0:
             continue
         mean = x[j, :n].mean(0)
@@ -160,8 +160,7 @@ class Tuned(torch.nn.Module):
         keep = torch.arange(t)[None, :] < lengths[:, None]  # (B, T)
         y = self.block(x, keep[:, None, None, :])
         h = torch.stack([x, y], dim=1) * keep[:, None, :, None]  # (B, 2, T, C)
-        emb = self.head.embed(pool_frames(h, keep, POOL))  # pooled as the cached features are
-        return self.head.head.out(self.head.head.dropout(emb)), emb  # as the head's forward
+        return self.head.logits_and_embedding(pool_frames(h, keep, POOL))  # pooled as cached
 
 
 def batches(rows, states, y, size, rng=None, spk=None):
@@ -178,10 +177,7 @@ def batches(rows, states, y, size, rng=None, spk=None):
         x = torch.zeros(len(idx), int(n.max()), 384)
         for j, i in enumerate(idx):
             x[j, : n[j]] = torch.from_numpy(states[i].astype(np.float32))
-        if spk is None:
-            yield x, n, torch.as_tensor(y[idx])
-        else:
-            yield x, n, torch.as_tensor(y[idx]), torch.as_tensor(spk[idx])
+        yield x, n, torch.as_tensor(y[idx]), None if spk is None else torch.as_tensor(spk[idx])
 
 
 def evaluate(model, rows, states, y) -> dict:
@@ -191,7 +187,7 @@ def evaluate(model, rows, states, y) -> dict:
     model.eval()
     preds, truth = [], []
     with torch.inference_mode():
-        for x, n, t in batches(rows, states, y, 64):
+        for x, n, t, _ in batches(rows, states, y, 64):
             preds.append(model(x, n).argmax(1).numpy())
             truth.append(t.numpy())
     r = classification_report(np.concatenate(truth), np.concatenate(preds), labels=EMOTIONS)
@@ -232,14 +228,14 @@ def run_arm(name, enc, head_cfg, states, y, split, args, speakers=None) -> dict:
             for p in block.parameters():
                 p.requires_grad_(epoch > args.unfreeze_epoch)
         t0 = time.perf_counter()
-        for x, n, t, *s in batches(split["train"], states, y, args.batch, rng, spk):
+        for x, n, t, s in batches(split["train"], states, y, args.batch, rng, spk):
             if args.time_mask > 0:
                 x = time_mask(x, n, args.time_mask, rng)
             logits, emb = model.logits_and_embedding(x, n)
             loss = F.cross_entropy(logits, t, weight=weights)
             if adversary is not None:
                 loss = loss + args.speaker_adv * F.cross_entropy(
-                    adversary(_Reverse.apply(emb, 1.0)), s[0]
+                    adversary(_Reverse.apply(emb, 1.0)), s
                 )
             opt.zero_grad()
             loss.backward()
@@ -309,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     folds = [int(f) for f in args.folds.split(",")]
     arm_names = args.arms.split(",")
     per_fold: dict[int, dict] = {}
+    speakers = [it.speaker for it in items]
     for fold in folds:
         split_items = fold_split(items, test_fold=fold, cfg=cfg)
         assert [it.path for it in split_items] == [it.path for it in items]
@@ -317,7 +314,6 @@ def main(argv: list[str] | None = None) -> int:
             for s in ("train", "val", "test")
         }
         log.info("fold %d: %s", fold, {k: len(v) for k, v in split.items()})
-        speakers = [it.speaker for it in items]
         per_fold[fold] = {
             a: run_arm(a, enc, head_cfg, states, y, split, args, speakers) for a in arm_names
         }

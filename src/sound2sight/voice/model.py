@@ -221,11 +221,13 @@ class WhisperHeadClassifier(nn.Module):
         return self.head.embedding(self.features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head.out(self.head.dropout(self.embed(x)))
+        return self.logits_and_embedding(x)[0]
 
     def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both outputs of one pass; the logits as :meth:`forward` gives them (dropout included
+        when training), the embedding before that dropout."""
         emb = self.embed(x)
-        return self.head.out(emb), emb
+        return self.head.out(self.head.dropout(emb)), emb
 
 
 class HeadEnsemble(nn.Module):
