@@ -104,6 +104,35 @@ def test_noise_injection_starts_silent_and_follows_its_generator():
     assert (draw(1) - draw(2)).abs().mean() > 1e-3  # fresh per-pixel noise, same z
 
 
+def test_self_attention_starts_as_the_identity_and_is_placed_at_half_side():
+    """gan.attention: one SAGAN layer in G (before its last block) and one in D (after its
+    first), both at the latent's half side; gamma starts at 0, so a generator with it paints
+    what the same weights paint without it, and it learns (gamma gets a gradient)."""
+    from dataclasses import replace
+
+    from sound2sight.painting.model import SelfAttention2d
+
+    torch.manual_seed(0)
+    plain = Generator(TINY).eval()
+    att = Generator(replace(TINY, attention=True)).eval()
+    missing, unexpected = att.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("attention.") for k in missing)
+    z, c = torch.randn(2, TINY.z_dim), torch.randn(2, 128)
+    assert torch.equal(att(z, c), plain(z, c))
+    for size in (128, 256):
+        cfg = replace(TINY, attention=True, image_size=size)
+        seen = []
+        hook = lambda m, i, o: seen.append(o.shape[-1])  # noqa: E731
+        G, D = Generator(cfg), Discriminator(cfg)
+        for m in (*G.modules(), *D.modules()):
+            if isinstance(m, SelfAttention2d):
+                m.register_forward_hook(hook)
+        x = G(torch.randn(2, cfg.z_dim), torch.randn(2, 128))
+        D(x, torch.randn(2, 128)).sum().backward()
+        assert seen == [size // 16, size // 16]
+        assert G.attention.gamma.grad is not None and D.blocks[1].gamma.grad is not None
+
+
 def test_conditional_batchnorm_conditions():
     torch.manual_seed(0)
     G = Generator(TINY).eval()
@@ -407,6 +436,8 @@ def test_feature_matching_and_noise_injection_train(tiny_run):
     assert any(k.endswith("noise2.scale") and v.abs().sum() > 0 for k, v in noisy.items())
     both = _trained(tiny_run, 4, fresh=False, noise_inject=True, feature_match=1.0)
     assert both["step"] == 4
+    att = _trained(tiny_run, attention=True)  # gan.attention trains its gains in G and D
+    assert att["G"]["attention.gamma"].abs() > 0 and att["D"]["blocks.1.gamma"].abs() > 0
 
 
 def test_lecam_regularises_the_discriminator_and_resumes(tiny_run):

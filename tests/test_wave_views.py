@@ -51,8 +51,53 @@ def test_bad_view_names_fail_at_load_naming_the_key():
         load_config(overrides=["classifier.wave_augment=speed0.9,pitch2"])
     with pytest.raises(ConfigError, match=r"must be in \[0.5, 2\]"):
         load_config(overrides=["classifier.wave_augment=speed0.1"])
-    with pytest.raises(ConfigError, match="speaker_norm"):
-        load_config(overrides=["classifier.wave_augment=noise20", "classifier.speaker_norm=true"])
+    with pytest.raises(ConfigError, match="calibration_augment"):
+        load_config(
+            overrides=[
+                "classifier.wave_augment=noise20",
+                "classifier.speaker_norm=true",
+                "classifier.calibration_augment=0.5",
+            ]
+        )
+    cfg = load_config(overrides=["classifier.wave_augment=speed0.9", "classifier.speaker_norm=true"])
+    assert cfg.classifier.speaker_norm and cfg.classifier.wave_augment == "speed0.9"
+
+
+def test_views_are_standardised_by_their_own_speaker_statistics(monkeypatch):
+    """With ``speakers`` (speaker_norm), a view's clips are read by the statistics of that
+    speaker's clips *in that view*: each (speaker, view) comes out with mean 0 and std 1, the
+    padding stays zero, and a clip whose view failed keeps its original row."""
+    import torch
+
+    from sound2sight.voice import cache as vcache
+
+    rng = np.random.default_rng(0)
+    items = [
+        AudioItem(f"/x/{s}_{k}.wav", "angry", "angry", f"syn:{s}", "syn", split="train")
+        for s in range(3)
+        for k in range(4)
+    ]
+    speakers = [it.speaker for it in items]
+    feats = rng.normal(size=(len(items), 2, 6, 5)).astype(np.float16)
+    for i, it in enumerate(items):  # each speaker's view sits elsewhere, at its own scale
+        s = int(it.speaker[-1])
+        feats[i] = feats[i] * (1 + s) + 10 * s
+    feats[1, :, 4:] = 0  # a shorter clip: padding
+    ok = items[1:]  # the first clip's altered copy failed
+    monkeypatch.setattr(vcache, "load_voice_features", lambda *a, **k: (ok, feats[1:]))
+    x_tr = torch.full((len(items), 2, 6, 5), 7.0, dtype=torch.float16)
+    cfg = load_config(overrides=["classifier.wave_augment=speed0.9", "classifier.speaker_norm=true"])
+    (view,) = vcache.training_views(items, x_tr, cfg, progress=False, speakers=speakers)
+    assert torch.equal(view[0], x_tr[0])  # failed copy: the original row
+    assert not view[1, :, 4:].any()  # padding stays zero
+    for s in range(3):
+        rows = [i for i, sp in enumerate(speakers) if sp == f"syn:{s}" and i > 0]
+        frames = view[rows].float().permute(0, 2, 1, 3).reshape(-1, 2, 5)
+        frames = frames[frames[:, 0].abs().amax(1) > 0]  # valid frames only
+        assert frames.mean(0).abs().max() < 0.01
+        assert (frames.std(0, unbiased=False) - 1).abs().max() < 0.01
+    raw = vcache.training_views(items, x_tr, cfg, progress=False)[0]  # no speakers: as cached
+    assert torch.equal(raw[1:], torch.from_numpy(feats[1:]))
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -106,7 +106,7 @@ class ClassifierConfig:
     pretrained: str = ""  # a voice model shipped with the package (e.g. voice-cremad-tiny) instead of training one
     noise_floor_db: float = 0.0  # whisper: add white noise this many dB below the voice's RMS (e.g. 30; 0 = off) so clean and noisy recordings share one noise floor
     feature_pool: int = 4  # whisper: encoder frames (20 ms) averaged per cached feature frame
-    wave_augment: str = ""  # whisper, training only: extra views of each training clip, encoded from an altered waveform (comma list of speed<factor>, e.g. speed0.9 = 10 % slower and lower, noise<dB>, e.g. noise20 = white noise 20 dB under the voice, and channel<N>, N in 1..99, e.g. channel1,channel2,channel3 = three random recording channels per clip: room, noise, mic colour, band limit, DC, clipping; voice/channel.py); each batch takes one view at random; empty = off
+    wave_augment: str = ""  # whisper, training only: extra views of each training clip, encoded from an altered waveform (comma list of speed<factor>, e.g. speed0.9 = 10 % slower and lower, noise<dB>, e.g. noise20 = white noise 20 dB under the voice, and channel<N>, N in 1..99, e.g. channel1,channel2,channel3 = three random recording channels per clip: room, noise, mic colour, band limit, DC, clipping; voice/channel.py); each batch takes one view at random; with speaker_norm each view is standardised by its own statistics per speaker; empty = off
     utterance_norm: str = ""  # whisper: each clip's feature frames centred on their own mean ("mean") or also scaled by their own std ("meanstd") inside the head, so that a recording's overall colour (microphone, room) is not an emotion cue; "" = off
     ensemble: int = 1  # whisper: heads trained with seeds seed .. seed+N-1 on one split, their probabilities averaged (one seed's cross-corpus accuracy is a lottery: benchmarks/voice_seeds.py); the shared space reads the first head's embedding
     calibration_augment: float = 0.0  # speaker_norm, training only: share of each batch's clips read as a calibration could read them (the statistics of the clip alone or of 3 or 10 random clips of its speaker, blended with the training frames' at a random weight; voice/speaker.py CalibrationViews) instead of by all their speaker's clips; 0 = off (measured at 0.5: one recording of a never-seen corpus read 5-7 points worse; BENCHMARKS.md › Voice model)
@@ -180,6 +180,7 @@ class GANConfig:
     g_ch: int = 64  # generator base width: blocks of 4x, 2x, 1x it at 128 px (a GPU affords more)
     g_mults: str = ""  # generator widths as multiples of g_ch, seed first, comma list (e.g. 4,2,2: the 16x16 stage as wide as the 8x8 one); "" = 4,2,1 at 128 px, 8,4,2,1 at 256 px
     noise_inject: bool = False  # per-pixel noise after every generator conv, scaled per channel (StyleGAN); off: an 8,000-step pilot scored FD 132.4 vs 126.4 (BENCHMARKS.md › Paintings)
+    attention: bool = False  # SAGAN self-attention at the latent's half side (8x8 at 128 px): in the generator before its last block, in the discriminator after its first
     lecam: float = 0.0  # weight of LeCam regularisation of the discriminator (Tseng et al. 2021, for small data: its logits on real latents held near the running mean of its logits on painted ones, and vice versa); 0 = off (an 8,000-step pilot at 0.3 scored FD 133.8 vs 126.4; BENCHMARKS.md)
     feature_match: float = 0.0  # weight of a feature-matching term in the generator's loss (mean discriminator features of real vs painted latents, Salimans et al. 2016); 0 = off (measured: wins at 8,000 steps, loses at 15,000 with streaky paintings; BENCHMARKS.md)
     d_ch: int = 32  # discriminator base width: blocks of 1x, 2x, 4x it
@@ -428,10 +429,10 @@ def validate(cfg: Config) -> Config:
             f"classifier.calibration_augment={cfg.classifier.calibration_augment}: needs "
             "classifier.speaker_norm=true (it varies the speaker statistics a clip is read with)"
         )
-    if wave_views(cfg.classifier.wave_augment) and cfg.classifier.speaker_norm:
+    if wave_views(cfg.classifier.wave_augment) and cfg.classifier.calibration_augment > 0:
         raise ConfigError(
-            "classifier.wave_augment and classifier.speaker_norm=true together are not supported "
-            "(the altered views would need their own speaker statistics)"
+            "classifier.wave_augment and classifier.calibration_augment together are not "
+            "supported (a calibration view re-reads the clip as recorded, not its altered view)"
         )
     return cfg
 

@@ -123,6 +123,37 @@ class _NoiseInjection(nn.Module):
         return h + self.scale[None, :, None, None] * noise
 
 
+class SelfAttention2d(nn.Module):
+    """SAGAN self-attention (Zhang et al. 2019): every position attends to every other, the
+    result added through a gain ``gamma`` that starts at 0 (the layer starts as the identity).
+    ``sn`` puts spectral norm on its 1x1 convs (the discriminator's).
+
+    >>> a = SelfAttention2d(16)
+    >>> x = torch.randn(2, 16, 8, 8)
+    >>> bool(torch.equal(a(x), x))  # gamma = 0 at the start
+    True
+    """
+
+    def __init__(self, channels: int, *, sn: bool = False) -> None:
+        super().__init__()
+        wrap = spectral_norm if sn else (lambda m: m)
+        k = max(channels // 8, 1)
+        self.query = wrap(nn.Conv2d(channels, k, 1, bias=False))
+        self.key = wrap(nn.Conv2d(channels, k, 1, bias=False))
+        self.value = wrap(nn.Conv2d(channels, max(channels // 2, 1), 1, bias=False))
+        self.out = wrap(nn.Conv2d(max(channels // 2, 1), channels, 1, bias=False))
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q = self.query(x).flatten(2).transpose(1, 2)  # (B, HW, k)
+        k = F.max_pool2d(self.key(x), 2).flatten(2)  # (B, k, HW/4): SAGAN pools keys/values
+        v = F.max_pool2d(self.value(x), 2).flatten(2)  # (B, c/2, HW/4)
+        attn = torch.softmax(q @ k, dim=-1)  # (B, HW, HW/4)
+        o = (v @ attn.transpose(1, 2)).view(b, -1, h, w)  # (B, c/2, H, W)
+        return x + self.gamma * self.out(o)
+
+
 class _GBlock(nn.Module):
     """CBN-ReLU-up-conv-CBN-ReLU-conv, plus an upsampled 1x1 shortcut; doubles the side
     (with ``noise``, per-pixel noise after each conv)."""
@@ -264,6 +295,7 @@ class Generator(nn.Module):
             _GBlock(a, b, cond_dim=cond, noise=cfg.noise_inject)
             for a, b in zip(chans[:-1], chans[1:], strict=True)
         )
+        self.attention = SelfAttention2d(chans[-2]) if cfg.attention else None
         self.out_bn = nn.BatchNorm2d(chans[-1])
         self.out_conv = nn.Conv2d(chans[-1], LATENT_CHANNELS, 3, padding=1)
         self.probe = LatentProbe()
@@ -276,7 +308,9 @@ class Generator(nn.Module):
         chunks = torch.split(z, [self.z_seed] + [self.z_chunk] * len(self.blocks), dim=1)
         s = self.shared(self.whiten(c))  # (B, cond_dim)
         h = self.seed(torch.cat([chunks[0], s], dim=1)).view(z.shape[0], -1, 4, 4)  # (B, C0, 4, 4)
-        for block, zc in zip(self.blocks, chunks[1:], strict=True):
+        for i, (block, zc) in enumerate(zip(self.blocks, chunks[1:], strict=True)):
+            if self.attention is not None and i == len(self.blocks) - 1:
+                h = self.attention(h)  # gan.attention: before the last block (S/16 side)
             h = block(h, torch.cat([s, zc], dim=1), generator)  # side doubles each block
         return self.out_conv(F.relu(self.out_bn(h)))  # (B, 32, S/8, S/8)
 
@@ -319,6 +353,8 @@ class Discriminator(nn.Module):
         blocks, c_in = [], LATENT_CHANNELS
         for i, c_out in enumerate(chans):
             blocks.append(_DBlock(c_in, c_out, down=i < len(chans) - 1, preact=i > 0))
+            if i == 0 and cfg.attention:  # gan.attention: after the first block (S/16 side)
+                blocks.append(SelfAttention2d(c_out, sn=True))
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.linear = spectral_norm(nn.Linear(c_in, 1))

@@ -414,7 +414,13 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
     if whisper and cfg.classifier.wave_augment:
         from sound2sight.voice.cache import training_views
 
-        views += training_views([items[i] for i in tr], x_tr, cfg, progress=progress)
+        views += training_views(
+            [items[i] for i in tr],
+            x_tr,
+            cfg,
+            progress=progress,
+            speakers=[items[i].speaker for i in tr] if population is not None else None,
+        )
     model = build_classifier(cfg.classifier, n_mels=0 if whisper else mels.shape[1]).to(device)
     if population is not None:
         model.population_mean.copy_(torch.from_numpy(population.mean))
