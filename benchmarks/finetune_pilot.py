@@ -18,6 +18,9 @@ default head reads the cached features:
 - ``staged``: as ``finetune1``, but block 3 stays frozen for the first ``--unfreeze-epoch``
   epochs (the head converges first).
 
+``--blocks 2`` adapts blocks 2 and 3 instead (``states[1]`` cached; each arm's treatment
+applies to both blocks, the head still reading ``states[2]`` and ``states[3]``).
+
 Two regularisers apply to every arm of a run, training batches only: ``--time-mask P``
 replaces random 10-frame (0.2 s) spans covering about ``P`` of each clip's frames of
 ``states[2]`` with the clip's mean frame before block 3 (SpecAugment-style masking, as
@@ -56,8 +59,8 @@ POOL = 4
 log = logging.getLogger("benchmarks.finetune_pilot")
 
 
-def lower_states(items, cfg, enc, front, *, batch: int = 16):
-    """``states[2]`` of each clip, ``(T_i, 384)`` float16 at the encoder's full rate."""
+def lower_states(items, cfg, enc, front, *, batch: int = 16, n_lower: int = 2):
+    """``states[n_lower]`` of each clip, ``(T_i, 384)`` float16 at the encoder's full rate."""
     from tqdm import tqdm
 
     from sound2sight.voice.audio import AudioError, load_audio
@@ -84,7 +87,7 @@ def lower_states(items, cfg, enc, front, *, batch: int = 16):
             for j, i in enumerate(idx):
                 x[j, : len(waves[i])] = torch.from_numpy(waves[i])
             lengths = torch.tensor([encoder_frames(int(k)) for k in n])
-            h = enc(front(x), lengths, n_blocks=2)[-1]  # states[2]
+            h = enc(front(x), lengths, n_blocks=n_lower)[-1]  # states[n_lower]
             for j, i in enumerate(idx):
                 out[i] = h[j, : int(lengths[j])].numpy().astype(np.float16)
     return keep, out
@@ -143,13 +146,14 @@ def time_mask(x: torch.Tensor, lengths: torch.Tensor, share: float, rng, span: i
 
 
 class Tuned(torch.nn.Module):
-    """Block 3 of Whisper (trainable or not) + the default head over ``[states2, block3]``."""
+    """Whisper's upper block(s) (block 3, or blocks 2 and 3; trainable or not) + the default
+    head over ``[states2, states3]`` (the last two states)."""
 
-    def __init__(self, block, head_cfg):
+    def __init__(self, blocks, head_cfg):
         super().__init__()
         from sound2sight.voice.model import WhisperHeadClassifier
 
-        self.block = block
+        self.blocks = torch.nn.ModuleList(blocks)
         self.head = WhisperHeadClassifier(head_cfg, groups=[(2, 384)])
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -158,8 +162,10 @@ class Tuned(torch.nn.Module):
     def logits_and_embedding(self, x: torch.Tensor, lengths: torch.Tensor):
         t = x.shape[1]
         keep = torch.arange(t)[None, :] < lengths[:, None]  # (B, T)
-        y = self.block(x, keep[:, None, None, :])
-        h = torch.stack([x, y], dim=1) * keep[:, None, :, None]  # (B, 2, T, C)
+        states = [x]
+        for block in self.blocks:
+            states.append(block(states[-1], keep[:, None, None, :]))
+        h = torch.stack(states[-2:], dim=1) * keep[:, None, :, None]  # (B, 2, T, C)
         return self.head.logits_and_embedding(pool_frames(h, keep, POOL))  # pooled as cached
 
 
@@ -196,12 +202,15 @@ def evaluate(model, rows, states, y) -> dict:
 
 def run_arm(name, enc, head_cfg, states, y, split, args, speakers=None) -> dict:
     torch.manual_seed(args.seed)
-    block = copy.deepcopy(enc.blocks[2])
+    blocks = [copy.deepcopy(b) for b in enc.blocks[3 - args.blocks : 3]]  # ... block 3
     train_block = name in ("finetune1", "staged")
-    for p in block.parameters():
+    for p in (p for b in blocks for p in b.parameters()):
         p.requires_grad_(train_block)
-    adapters = add_lora(block, int(name[4:])) if name.startswith("lora") else []
-    model = Tuned(block, head_cfg)
+    adapters = []
+    if name.startswith("lora"):
+        for b in blocks:
+            adapters += add_lora(b, int(name[4:]))
+    model = Tuned(blocks, head_cfg)
     groups = [{"params": model.head.parameters(), "lr": args.lr}]
     spk, adversary = None, None
     if args.speaker_adv > 0:  # speaker classifier behind a gradient reversal
@@ -211,7 +220,7 @@ def run_arm(name, enc, head_cfg, states, y, split, args, speakers=None) -> dict:
         adversary = torch.nn.Linear(head_cfg.embed_dim, len(names))
         groups.append({"params": adversary.parameters(), "lr": args.lr})
     if train_block:
-        groups.append({"params": block.parameters(), "lr": args.block_lr})
+        groups.append({"params": model.blocks.parameters(), "lr": args.block_lr})
     if adapters:
         groups.append({"params": adapters, "lr": args.lora_lr})
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
@@ -225,7 +234,7 @@ def run_arm(name, enc, head_cfg, states, y, split, args, speakers=None) -> dict:
     for epoch in range(1, args.epochs + 1):
         model.train()
         if name == "staged":  # block 3 frozen until the head has had --unfreeze-epoch epochs
-            for p in block.parameters():
+            for p in model.blocks.parameters():
                 p.requires_grad_(epoch > args.unfreeze_epoch)
         t0 = time.perf_counter()
         for x, n, t, s in batches(split["train"], states, y, args.batch, rng, spk):
@@ -276,6 +285,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arms", default="frozen,finetune1")
     ap.add_argument("--time-mask", type=float, default=0.0, help="share of frames masked")
     ap.add_argument("--speaker-adv", type=float, default=0.0, help="speaker-adversary weight")
+    ap.add_argument(
+        "--blocks",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="Whisper blocks the arms adapt: 1 = block 3 (states[2] cached), 2 = blocks 2 and 3 "
+        "(states[1] cached); the head reads states[2] and states[3] either way",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -296,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     items = assign_folds(items, n_folds=5, folds=read_folds_csv(args.data / "folds.csv"))
     enc, front, _ = load_whisper("tiny.en")
     enc.eval()
-    items, states = lower_states(items, cfg, enc, front)
+    items, states = lower_states(items, cfg, enc, front, n_lower=3 - args.blocks)
     cache_s = time.perf_counter() - t0
     y = np.array([EMOTIONS.index(it.label) for it in items])
     log.info("states cached in %.0f s (%d clips)", cache_s, len(items))

@@ -180,7 +180,7 @@ class GANConfig:
     g_ch: int = 64  # generator base width: blocks of 4x, 2x, 1x it at 128 px (a GPU affords more)
     g_mults: str = ""  # generator widths as multiples of g_ch, seed first, comma list (e.g. 4,2,2: the 16x16 stage as wide as the 8x8 one); "" = 4,2,1 at 128 px, 8,4,2,1 at 256 px
     noise_inject: bool = False  # per-pixel noise after every generator conv, scaled per channel (StyleGAN); off: an 8,000-step pilot scored FD 132.4 vs 126.4 (BENCHMARKS.md › Paintings)
-    attention: bool = False  # SAGAN self-attention at the latent's half side (8x8 at 128 px): in the generator before its last block, in the discriminator after its first
+    attention: bool = False  # SAGAN self-attention at the latent's half side (8x8 at 128 px): in the generator before its last block, in the discriminator after its first; off: 3.4 FD points ahead at 8,000 steps, 3.2 behind at 15,000 (BENCHMARKS.md › Paintings)
     lecam: float = 0.0  # weight of LeCam regularisation of the discriminator (Tseng et al. 2021, for small data: its logits on real latents held near the running mean of its logits on painted ones, and vice versa); 0 = off (an 8,000-step pilot at 0.3 scored FD 133.8 vs 126.4; BENCHMARKS.md)
     feature_match: float = 0.0  # weight of a feature-matching term in the generator's loss (mean discriminator features of real vs painted latents, Salimans et al. 2016); 0 = off (measured: wins at 8,000 steps, loses at 15,000 with streaky paintings; BENCHMARKS.md)
     d_ch: int = 32  # discriminator base width: blocks of 1x, 2x, 4x it
