@@ -124,8 +124,9 @@ class _NoiseInjection(nn.Module):
 
 
 class SelfAttention2d(nn.Module):
-    """SAGAN self-attention (Zhang et al. 2019): every position attends to every other, the
-    result added through a gain ``gamma`` that starts at 0 (the layer starts as the identity).
+    """SAGAN self-attention (Zhang et al. 2019): every position attends to the whole map (keys
+    and values max-pooled 2x2, as BigGAN's form of it), the result added through a gain
+    ``gamma`` that starts at 0 (the layer starts as the identity).
     ``sn`` puts spectral norm on its 1x1 convs (the discriminator's).
 
     >>> a = SelfAttention2d(16)
