@@ -202,10 +202,9 @@ def evaluate(model, rows, states, y) -> dict:
 
 def run_arm(name, enc, head_cfg, states, y, split, args, speakers=None) -> dict:
     torch.manual_seed(args.seed)
-    blocks = [copy.deepcopy(b) for b in enc.blocks[3 - args.blocks : 3]]  # ... block 3
+    blocks = torch.nn.ModuleList(copy.deepcopy(b) for b in enc.blocks[3 - args.blocks : 3])
     train_block = name in ("finetune1", "staged")
-    for p in (p for b in blocks for p in b.parameters()):
-        p.requires_grad_(train_block)
+    blocks.requires_grad_(train_block)  # (LoRA then freezes the wrapped projections itself)
     adapters = []
     if name.startswith("lora"):
         for b in blocks:
@@ -234,8 +233,7 @@ def run_arm(name, enc, head_cfg, states, y, split, args, speakers=None) -> dict:
     for epoch in range(1, args.epochs + 1):
         model.train()
         if name == "staged":  # block 3 frozen until the head has had --unfreeze-epoch epochs
-            for p in model.blocks.parameters():
-                p.requires_grad_(epoch > args.unfreeze_epoch)
+            model.blocks.requires_grad_(epoch > args.unfreeze_epoch)
         t0 = time.perf_counter()
         for x, n, t, s in batches(split["train"], states, y, args.batch, rng, spk):
             if args.time_mask > 0:

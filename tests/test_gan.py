@@ -119,10 +119,14 @@ def test_self_attention_starts_as_the_identity_and_is_placed_at_half_side():
     assert not unexpected and missing and all(k.startswith("attention.") for k in missing)
     z, c = torch.randn(2, TINY.z_dim), torch.randn(2, 128)
     assert torch.equal(att(z, c), plain(z, c))
+    seen: list[int] = []  # the side each attention layer ran at
+
+    def hook(module, inputs, output):
+        seen.append(output.shape[-1])
+
     for size in (128, 256):
         cfg = replace(TINY, attention=True, image_size=size)
-        seen = []
-        hook = lambda m, i, o: seen.append(o.shape[-1])  # noqa: E731
+        seen.clear()
         G, D = Generator(cfg), Discriminator(cfg)
         for m in (*G.modules(), *D.modules()):
             if isinstance(m, SelfAttention2d):

@@ -59,12 +59,14 @@ def test_bad_view_names_fail_at_load_naming_the_key():
                 "classifier.calibration_augment=0.5",
             ]
         )
-    cfg = load_config(overrides=["classifier.wave_augment=speed0.9", "classifier.speaker_norm=true"])
+    cfg = load_config(
+        overrides=["classifier.wave_augment=speed0.9", "classifier.speaker_norm=true"]
+    )
     assert cfg.classifier.speaker_norm and cfg.classifier.wave_augment == "speed0.9"
 
 
 def test_views_are_standardised_by_their_own_speaker_statistics(monkeypatch):
-    """With ``speakers`` (speaker_norm), a view's clips are read by the statistics of that
+    """With speaker_norm, a view's clips are read by the statistics of that
     speaker's clips *in that view*: each (speaker, view) comes out with mean 0 and std 1, the
     padding stays zero, and a clip whose view failed keeps its original row."""
     import torch
@@ -86,8 +88,10 @@ def test_views_are_standardised_by_their_own_speaker_statistics(monkeypatch):
     ok = items[1:]  # the first clip's altered copy failed
     monkeypatch.setattr(vcache, "load_voice_features", lambda *a, **k: (ok, feats[1:]))
     x_tr = torch.full((len(items), 2, 6, 5), 7.0, dtype=torch.float16)
-    cfg = load_config(overrides=["classifier.wave_augment=speed0.9", "classifier.speaker_norm=true"])
-    (view,) = vcache.training_views(items, x_tr, cfg, progress=False, speakers=speakers)
+    cfg = load_config(
+        overrides=["classifier.wave_augment=speed0.9", "classifier.speaker_norm=true"]
+    )
+    (view,) = vcache.training_views(items, x_tr, cfg, progress=False, speaker_norm=True)
     assert torch.equal(view[0], x_tr[0])  # failed copy: the original row
     assert not view[1, :, 4:].any()  # padding stays zero
     for s in range(3):
@@ -96,7 +100,7 @@ def test_views_are_standardised_by_their_own_speaker_statistics(monkeypatch):
         frames = frames[frames[:, 0].abs().amax(1) > 0]  # valid frames only
         assert frames.mean(0).abs().max() < 0.01
         assert (frames.std(0, unbiased=False) - 1).abs().max() < 0.01
-    raw = vcache.training_views(items, x_tr, cfg, progress=False)[0]  # no speakers: as cached
+    raw = vcache.training_views(items, x_tr, cfg, progress=False)[0]  # off: as cached
     assert torch.equal(raw[1:], torch.from_numpy(feats[1:]))
 
 
@@ -315,5 +319,7 @@ def test_channel_config_entries():
             load_config(overrides=[f"classifier.wave_augment={bad}"])
     with pytest.raises(ConfigError, match="classifier.wave_augment: 'channel'.*channel<N>"):
         wave_views("channel")
-    cfg = load_config(overrides=["classifier.wave_augment=channel1", "classifier.speaker_norm=true"])
+    cfg = load_config(
+        overrides=["classifier.wave_augment=channel1", "classifier.speaker_norm=true"]
+    )
     assert cfg.classifier.speaker_norm  # views and speaker statistics combine (per view)

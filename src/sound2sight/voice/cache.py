@@ -302,24 +302,27 @@ def _paths_and_feats(items, cfg: Config, progress: bool, encoder=None, view: str
 
 
 def training_views(
-    train_items, x_tr: torch.Tensor, cfg: Config, *, progress: bool = True, speakers=None
+    train_items,
+    x_tr: torch.Tensor,
+    cfg: Config,
+    *,
+    progress: bool = True,
+    speaker_norm: bool = False,
 ) -> list[torch.Tensor]:
     """The training clips' voice features under each ``classifier.wave_augment`` view, row
     for row like ``x_tr`` (a clip whose altered copy failed keeps its original features).
 
-    ``speakers`` (``classifier.speaker_norm``: one name per clip of ``train_items``): each
-    view is standardised by its own statistics per speaker, as if the speaker's clips in that
+    ``speaker_norm`` (``classifier.speaker_norm``): each view is standardised by its own statistics per speaker, as if the speaker's clips in that
     view were one more speaker (a voice 10 % slower and lower is a voice the head should read
     by its own mean, as it reads every real speaker)."""
     out = []
     for kind, value in wave_views(cfg.classifier.wave_augment):
         view = f"{kind}{value:g}"
         ok, feats = load_voice_features(train_items, cfg, progress=progress, view=view)
-        if speakers is not None and len(ok):
+        if speaker_norm and len(ok):
             from sound2sight.voice.speaker import standardise_by_speaker
 
-            owner = {it.path: s for it, s in zip(train_items, speakers)}
-            feats = standardise_by_speaker(feats, [owner[it.path] for it in ok])
+            feats = standardise_by_speaker(feats, [it.speaker for it in ok])
         row = {it.path: i for i, it in enumerate(ok)}
         t = max(x_tr.shape[2], feats.shape[2])
         x = torch.zeros(x_tr.shape[0], x_tr.shape[1], t, x_tr.shape[3], dtype=x_tr.dtype)

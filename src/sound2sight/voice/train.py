@@ -419,7 +419,7 @@ def _train(cfg, run_dir, out, items, mels, resume, progress, report, rank, world
             x_tr,
             cfg,
             progress=progress,
-            speakers=[items[i].speaker for i in tr] if population is not None else None,
+            speaker_norm=population is not None,
         )
     model = build_classifier(cfg.classifier, n_mels=0 if whisper else mels.shape[1]).to(device)
     if population is not None:
