@@ -454,6 +454,39 @@ def test_lecam_regularises_the_discriminator_and_resumes(tiny_run):
     assert resumed["step"] == 4 and not torch.equal(resumed["lecam"], reg["lecam"])
 
 
+def test_r1_penalises_the_discriminator_and_resumes(tiny_run):
+    """gan.r1 adds the R1 penalty to D's loss on its first step (other D weights after 2 steps
+    at the same seed, G's first step the same); a resumed run takes it on."""
+    plain, reg = _trained(tiny_run), _trained(tiny_run, r1=10.0)
+    assert any(not torch.equal(plain["D"][k], reg["D"][k]) for k in plain["D"])
+    assert _trained(tiny_run, 4, fresh=False, r1=10.0)["step"] == 4
+
+
+def test_minibatch_std_reads_the_spread_within_each_group():
+    """gan.mbstd: one channel before D's last block, the mean feature spread of each group of
+    4 latents; a latent's logit depends on its own group only, and any batch size works."""
+    from dataclasses import replace
+
+    from sound2sight.painting.model import MinibatchStd
+
+    x = torch.randn(8, 5, 2, 2)
+    out = MinibatchStd(4)(x)
+    members = x.view(4, 2, 5, 2, 2)[:, 0]  # latents 0, 2, 4, 6: the first group
+    want = members.std(dim=0, unbiased=False).mean()
+    assert torch.allclose(out[[0, 2, 4, 6], -1], want.expand(4, 2, 2), atol=1e-5)
+    assert torch.equal(out[:, :5], x)
+    for b in (1, 2, 3, 6):
+        assert MinibatchStd(4)(torch.randn(b, 5, 2, 2)).shape == (b, 6, 2, 2)
+    torch.manual_seed(0)
+    D = Discriminator(replace(TINY, mbstd=True)).eval()
+    lat, c = torch.randn(8, 32, 16, 16), torch.randn(8, 128)
+    base = D(lat, c)
+    lat2 = lat.clone()
+    lat2[1] += 1.0  # latent 1 is in the second group (1, 3, 5, 7)
+    moved = D(lat2, c) != base
+    assert moved[[1, 3, 5, 7]].all() and not moved[[0, 2, 4, 6]].any()
+
+
 def test_old_pixel_gan_checkpoint_is_named(tmp_path):
     cfg = {"gan": {"resolution": 64, "guidance": 1.0}}
     atomic_torch_save({"G_ema": {}, "config": cfg}, tmp_path / "best.pt")

@@ -350,6 +350,7 @@ def test_bad_override_is_a_config_error_naming_the_key(override, problem):
         ("audio.win_length=1024", r"audio\.win_length=1024: must be <= audio\.n_fft"),
         ("pipeline.k_neighbours=-2", r"pipeline\.k_neighbours=-2: must be > 0"),
         ("train.mixup=-0.5", r"train\.mixup=-0\.5: must be >= 0"),
+        ("gan.r1=-1", r"gan\.r1=-1\.0: must be >= 0"),
     ],
 )
 def test_out_of_range_value_is_a_config_error_naming_the_key(override, problem):

@@ -66,6 +66,7 @@ __all__ = ["train_gan", "training_paintings"]
 log = logging.getLogger(__name__)
 GRID_COLS = 8  # images per emotion row in the sample grids
 LECAM_DECAY = 0.99  # of the running means gan.lecam compares D's logits with (Tseng et al.)
+R1_EVERY = 4  # gan.r1 is applied every this many D steps, scaled up as much (lazy R1, StyleGAN2)
 
 
 def train_gan(
@@ -159,6 +160,7 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
     )
     hist = {k: [] for k in ("loss_d", "loss_g", "logit_real", "logit_fake")}
     lecam = torch.zeros(2, device=dev)  # running means of D's real and painted logits
+    d_calls, r1_hist = [0], []  # D steps taken this sitting (for lazy R1); R1 penalties seen
     step, best_fd, best_step, wall, fd_history = 0, float("inf"), -1, 0.0, []
     if state is not None:
         ckpt.restore(state, G=G, G_ema=G_ema, D=D, opt_g=opt_g, opt_d=opt_d)
@@ -188,9 +190,19 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         c_fake = points[other].to(dev)
         with torch.no_grad():
             fake = G(noise(B), c_fake, generator=gen)  # (B, 32, s, s)
-        d_real = D(aug(x_real, generator=gen), c_real)
+        x_aug = aug(x_real, generator=gen)
+        r1 = g.r1 > 0 and d_calls[0] % R1_EVERY == 0
+        d_calls[0] += 1
+        if r1:  # the penalty's gradient is taken at the latents D actually sees
+            x_aug = x_aug.detach().requires_grad_(True)
+        d_real = D(x_aug, c_real)
         d_fake = D(aug(fake, generator=gen), c_fake)
         loss = loss_hinge_dis(d_real, d_fake)
+        if r1:  # R1: gamma/2 * |grad_x D(x_real)|^2, on real latents only
+            (grad,) = torch.autograd.grad(d_real.sum(), x_aug, create_graph=True)
+            penalty = grad.pow(2).flatten(1).sum(1).mean()
+            r1_hist.append(float(penalty.detach()))
+            loss = loss + 0.5 * g.r1 * R1_EVERY * penalty
         if g.lecam > 0:  # LeCam: real logits near the painted ones' running mean, and vice versa
             lecam[0].mul_(LECAM_DECAY).add_((1 - LECAM_DECAY) * d_real.detach().mean())
             lecam[1].mul_(LECAM_DECAY).add_((1 - LECAM_DECAY) * d_fake.detach().mean())
@@ -271,11 +283,12 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
         if step % g.log_every == 0 and not done:  # progress for logs that are not a terminal
             rate = (time.perf_counter() - t_log) / max(step - start_step, 1)
             log.info(
-                "step %d/%d: loss D %.3f G %.3f, %.2f s/step, ~%.0f min left",
+                "step %d/%d: loss D %.3f G %.3f%s, %.2f s/step, ~%.0f min left",
                 step,
                 g.steps,
                 np.mean(hist["loss_d"][-g.log_every :]),
                 np.mean(hist["loss_g"][-g.log_every :]),
+                f", R1 |grad|^2 {np.mean(r1_hist[-50:]):.3g}" if r1_hist else "",
                 rate,
                 rate * (g.steps - step) / 60,
             )
