@@ -456,7 +456,7 @@ def test_lecam_regularises_the_discriminator_and_resumes(tiny_run):
 
 def test_r1_penalises_the_discriminator_and_resumes(tiny_run):
     """gan.r1 adds the R1 penalty to D's loss on its first step (other D weights after 2 steps
-    at the same seed, G's first step the same); a resumed run takes it on."""
+    at the same seed), and a run with it resumes from last.pt."""
     plain, reg = _trained(tiny_run), _trained(tiny_run, r1=10.0)
     assert any(not torch.equal(plain["D"][k], reg["D"][k]) for k in plain["D"])
     assert _trained(tiny_run, 4, fresh=False, r1=10.0)["step"] == 4
