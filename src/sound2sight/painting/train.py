@@ -160,7 +160,7 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
     )
     hist = {k: [] for k in ("loss_d", "loss_g", "logit_real", "logit_fake")}
     lecam = torch.zeros(2, device=dev)  # running means of D's real and painted logits
-    d_calls, r1_hist = [0], []  # D steps taken this sitting (for lazy R1); R1 penalties seen
+    r1_hist = []  # the R1 penalties seen this sitting (for the progress lines)
     step, best_fd, best_step, wall, fd_history = 0, float("inf"), -1, 0.0, []
     if state is not None:
         ckpt.restore(state, G=G, G_ema=G_ema, D=D, opt_g=opt_g, opt_d=opt_d)
@@ -184,15 +184,13 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
     def noise(n: int) -> torch.Tensor:
         return torch.randn(n, g.z_dim, generator=gen).to(dev)
 
-    def d_step() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def d_step(r1: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         idx, other = draw(B), draw(B)  # real pairs; a fake gets another painting's point
         x_real, c_real = latents[idx].to(dev).float(), points[idx].to(dev)
         c_fake = points[other].to(dev)
         with torch.no_grad():
             fake = G(noise(B), c_fake, generator=gen)  # (B, 32, s, s)
         x_aug = aug(x_real, generator=gen)
-        r1 = g.r1 > 0 and d_calls[0] % R1_EVERY == 0
-        d_calls[0] += 1
         if r1:  # the penalty's gradient is taken at the latents D actually sees
             x_aug = x_aug.detach().requires_grad_(True)
         d_real = D(x_aug, c_real)
@@ -265,8 +263,9 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
     while step < g.steps:
         G.train()
         D.train()
-        for _ in range(g.d_steps):
-            loss_d, logit_real, logit_fake = d_step()
+        for k in range(g.d_steps):  # gan.r1 on every R1_EVERY-th D step of the run
+            r1 = g.r1 > 0 and (step * g.d_steps + k) % R1_EVERY == 0
+            loss_d, logit_real, logit_fake = d_step(r1)
         loss_g = g_step()
         ema_update(G_ema, G, decay=g.ema if step >= g.ema_start else 0.0)  # a copy until then
         step += 1

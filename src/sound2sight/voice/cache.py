@@ -312,9 +312,10 @@ def training_views(
     """The training clips' voice features under each ``classifier.wave_augment`` view, row
     for row like ``x_tr`` (a clip whose altered copy failed keeps its original features).
 
-    ``speaker_norm`` (``classifier.speaker_norm``): each view is standardised by its own statistics per speaker, as if the speaker's clips in that
-    view were one more speaker (a voice 10 % slower and lower is a voice the head should read
-    by its own mean, as it reads every real speaker)."""
+    ``speaker_norm`` (``classifier.speaker_norm``): each view is standardised by its own
+    statistics per speaker (each clip's ``speaker``), as if the speaker's clips in that view
+    were one more speaker (a voice 10 % slower and lower is a voice the head should read by
+    its own mean, as it reads every real speaker)."""
     out = []
     for kind, value in wave_views(cfg.classifier.wave_augment):
         view = f"{kind}{value:g}"
