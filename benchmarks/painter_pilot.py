@@ -11,7 +11,9 @@ Usage::
     python benchmarks/painter_pilot.py --source-run runs/real0 --run runs/pilot_same_lr \\
         --steps 4000 --set gan.lr_g=0.0002 --set gan.lr_d=0.0002
 
-Prints one line and writes ``--out`` (JSON).
+``--eval-seed S`` draws other noise, conditions and held-out paintings for the score; on a run
+already trained to ``--steps`` nothing is trained, so it measures how far the judge alone
+moves a figure.  Prints one line and writes ``--out`` (JSON).
 """
 
 from __future__ import annotations
@@ -84,6 +86,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--eval-seed",
+        type=int,
+        default=0,
+        help="seed of the scored paintings' noise and conditions",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -102,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         "overrides": args.set,
         "steps": train["steps"],
         "train": train,
-        **quick_fd(cfg, args.run),
+        "eval_seed": args.eval_seed,
+        **quick_fd(cfg, args.run, seed=args.eval_seed),
     }
     print(
         f"{args.run.name}: {res['steps']} steps, {train['sec_per_step']:.3f} s/step | Lite2 FD "

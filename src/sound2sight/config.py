@@ -184,7 +184,7 @@ class GANConfig:
     lecam: float = 0.0  # weight of LeCam regularisation of the discriminator (Tseng et al. 2021, for small data: its logits on real latents held near the running mean of its logits on painted ones, and vice versa); 0 = off (an 8,000-step pilot at 0.3 scored FD 133.8 vs 126.4; BENCHMARKS.md)
     feature_match: float = 0.0  # weight of a feature-matching term in the generator's loss (mean discriminator features of real vs painted latents, Salimans et al. 2016); 0 = off (measured: wins at 8,000 steps, loses at 15,000 with streaky paintings; BENCHMARKS.md)
     r1: float = 0.0  # R1 penalty weight gamma (Mescheder et al. 2018): gamma/2 * the squared gradient of D's logit on real latents, every 4th D step, scaled by 4 (lazy, StyleGAN2); 0 = off (at 10 the 4,000-step paintings blurred; BENCHMARKS.md › Paintings)
-    mbstd: bool = False  # minibatch standard deviation (StyleGAN): one channel of each 4-latent group's feature spread before D's last block; off: 10.3 FD points ahead at 8,000 steps, 1.2 behind at 15,000, paler canvases (BENCHMARKS.md › Paintings)
+    mbstd: bool = False  # minibatch standard deviation (StyleGAN): one channel of each 4-latent group's feature spread before D's last block; off: 10.3 FD points ahead at 8,000 steps, level at 15,000 (five draws of the judge), paler canvases (BENCHMARKS.md › Paintings)
     d_ch: int = 32  # discriminator base width: blocks of 1x, 2x, 4x it
     steps: int = 15000  # generator steps (~0.11 s each on 2 CPU cores at 128 px: ~29 min)
     batch_size: int = 32  # paintings per step
