@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--eval-seed",
         type=int,
         default=0,
-        help="seed of the scored paintings' noise and conditions",
+        help="seed of the scored paintings' noise, conditions and held-out sample",
     )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
