@@ -420,6 +420,18 @@ def test_ema_copies_until_it_starts(tiny_run, monkeypatch):
     assert not torch.equal(state["G"][k], state["G_ema"][k])
 
 
+def test_lr_decay_falls_linearly_to_zero(tiny_run):
+    """gan.lr_decay_from: both Adam lrs are scaled by (steps - step) / (steps - decay_from) from
+    that step on (the last of 4 steps from step 2: half), and 0 keeps them constant."""
+    state = _trained(tiny_run, steps=4, lr_decay_from=2)
+    cfg = _cfg()
+    assert state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(cfg.gan.lr_g * 0.5)
+    assert state["opt_d"]["param_groups"][0]["lr"] == pytest.approx(cfg.gan.lr_d * 0.5)
+    flat = _trained(tiny_run, steps=4)
+    assert flat["opt_g"]["param_groups"][0]["lr"] == pytest.approx(cfg.gan.lr_g)
+    assert not torch.equal(state["G"]["out_conv.weight"], flat["G"]["out_conv.weight"])
+
+
 def _trained(run: Path, steps: int = 2, *, fresh: bool = True, **gan) -> dict:
     """``last.pt`` after training ``run`` to ``steps`` (from scratch unless ``fresh=False``)."""
     from sound2sight.painting.train import train_gan

@@ -190,6 +190,7 @@ class GANConfig:
     batch_size: int = 32  # paintings per step
     lr_g: float = 1e-4  # generator Adam lr
     lr_d: float = 8e-4  # discriminator Adam lr (TTUR: at 2e-4 both, D stopped telling real from fake; 8e-4 beat 4e-4 and 1.6e-3, BENCHMARKS.md › Paintings)
+    lr_decay_from: int = 0  # step from which both Adam lrs fall linearly to 0 at gan.steps; 0 = constant lrs (off: 15,000 constant + 5,000 annealed steps beat 20,000 constant by 1.8 FD points, inside the noise; BENCHMARKS.md › Paintings)
     ema: float = 0.999  # EMA decay of the sampling generator
     ema_start: int = 1000  # steps before the EMA starts averaging (it copies G until then)
     diffaugment: str = (
@@ -330,7 +331,7 @@ _NONNEGATIVE_KEYS = """
 audio.fmin classifier.noise_floor_db data.workers train.weight_decay train.freq_mask train.time_mask train.mixup
 train.gain_db train.crop_frames train.num_workers image.num_workers align.hidden
 align.weight_decay align.audio_hidden align.cross_weight align.prototype_weight
-align.gap_weight align.map_points gan.fd_samples gan.ema_start gan.k_condition pipeline.uncertain_margin
+align.gap_weight align.map_points gan.fd_samples gan.ema_start gan.lr_decay_from gan.k_condition pipeline.uncertain_margin
 pipeline.k_image_neighbours gan.feature_match gan.lecam gan.r1
 """
 _FRACTION_KEYS = "data.val_fraction classifier.calibration_augment classifier.dropout align.dropout align.audio_dropout gan.ema"

@@ -69,6 +69,22 @@ LECAM_DECAY = 0.99  # of the running means gan.lecam compares D's logits with (T
 R1_EVERY = 4  # gan.r1 is applied every this many D steps, scaled up as much (lazy R1, StyleGAN2)
 
 
+def lr_scale(step: int, steps: int, decay_from: int) -> float:
+    """The factor on both Adam lrs at ``step``: 1, then linear to 0 at ``steps`` from ``decay_from``.
+
+    ``decay_from`` 0 keeps the lrs constant. It is a function of the step alone, so a resumed
+    run continues the same schedule.
+
+    >>> [lr_scale(s, 100, 50) for s in (0, 49, 50, 75, 99)]
+    [1.0, 1.0, 1.0, 0.5, 0.02]
+    >>> lr_scale(99, 100, 0)
+    1.0
+    """
+    if decay_from <= 0 or step < decay_from or decay_from >= steps:
+        return 1.0
+    return (steps - step) / (steps - decay_from)
+
+
 def train_gan(
     cfg: Config, run_dir: str | Path, *, resume: bool = True, device: str | None = None
 ) -> dict:
@@ -263,6 +279,10 @@ def _train(cfg: Config, run_dir: Path, out: Path, *, resume: bool, device: str) 
     while step < g.steps:
         G.train()
         D.train()
+        scale = lr_scale(step, g.steps, g.lr_decay_from)
+        for opt, lr in ((opt_g, g.lr_g), (opt_d, g.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
         for k in range(g.d_steps):  # gan.r1 on every R1_EVERY-th D step of the run
             r1 = g.r1 > 0 and (step * g.d_steps + k) % R1_EVERY == 0
             loss_d, logit_real, logit_fake = d_step(r1)
