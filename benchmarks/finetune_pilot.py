@@ -1,4 +1,4 @@
-"""Pilot: does fine-tuning a Whisper tiny.en block on the CPU lift the frozen ceiling?
+"""Pilot: does fine-tuning a Whisper block (tiny.en, or base) on the CPU lift the frozen ceiling?
 
     python benchmarks/finetune_pilot.py --data ../shared/data/audio --folds 0,1,2,3,4 --epochs 10
 
@@ -20,6 +20,10 @@ default head reads the cached features:
 
 ``--blocks 2`` adapts blocks 2 and 3 instead (``states[1]`` cached; each arm's treatment
 applies to both blocks, the head still reading ``states[2]`` and ``states[3]``).
+
+``--encoder base`` does the same on Whisper base (6 blocks, width 512): the head reads its
+middle states 2..5 as the default head does, ``states[2..4]`` are cached and block 5 (the last
+middle block) is the one adapted.
 
 Two regularisers apply to every arm of a run, training batches only: ``--time-mask P``
 replaces random 10-frame (0.2 s) spans covering about ``P`` of each clip's frames of
@@ -59,8 +63,9 @@ POOL = 4
 log = logging.getLogger("benchmarks.finetune_pilot")
 
 
-def lower_states(items, cfg, enc, front, *, batch: int = 16, n_lower: int = 2):
-    """``states[n_lower]`` of each clip, ``(T_i, 384)`` float16 at the encoder's full rate."""
+def lower_states(items, cfg, enc, front, *, batch: int = 16, keep_states=(2,)):
+    """``states[k]`` for each ``k`` in ``keep_states`` of each clip, side by side in the
+    channel axis: ``(T_i, len(keep_states) * width)`` float16 at the encoder's full rate."""
     from tqdm import tqdm
 
     from sound2sight.voice.audio import AudioError, load_audio
@@ -80,14 +85,17 @@ def lower_states(items, cfg, enc, front, *, batch: int = 16, n_lower: int = 2):
     order = np.argsort([len(w) for w in waves])
     out: list[np.ndarray | None] = [None] * len(waves)
     with torch.inference_mode():
-        for s in tqdm(range(0, len(order), batch), desc="blocks 1-2", unit="batch"):
+        n_lower = max(keep_states)
+        desc = f"blocks 1-{n_lower}"
+        for s in tqdm(range(0, len(order), batch), desc=desc, unit="batch"):
             idx = order[s : s + batch]
             n = torch.tensor([len(waves[i]) for i in idx])
             x = torch.zeros(len(idx), int(n.max()))
             for j, i in enumerate(idx):
                 x[j, : len(waves[i])] = torch.from_numpy(waves[i])
             lengths = torch.tensor([encoder_frames(int(k)) for k in n])
-            h = enc(front(x), lengths, n_blocks=n_lower)[-1]  # states[n_lower]
+            states = enc(front(x), lengths, n_blocks=n_lower)
+            h = torch.cat([states[k] for k in keep_states], dim=-1)
             for j, i in enumerate(idx):
                 out[i] = h[j, : int(lengths[j])].numpy().astype(np.float16)
     return keep, out
@@ -146,15 +154,23 @@ def time_mask(x: torch.Tensor, lengths: torch.Tensor, share: float, rng, span: i
 
 
 class Tuned(torch.nn.Module):
-    """Whisper's upper block(s) (block 3, or blocks 2 and 3; trainable or not) + the default
-    head over ``[states2, states3]`` (the last two states)."""
+    """Whisper's last middle block(s) (trainable or not) + the default head over the middle
+    states.
 
-    def __init__(self, blocks, head_cfg):
+    The input holds the cached states side by side in the channel axis, the adapted blocks'
+    input last; the first ``cached_middle`` of them are middle states the head reads as they
+    are (tiny.en, one block: ``states[2]``, both the head's first layer and block 3's input;
+    base, one block: ``states[2..4]``, block 5 reading ``states[4]``).
+    """
+
+    def __init__(self, blocks, head_cfg, *, width: int = 384, cached_middle: int = 1):
         super().__init__()
         from sound2sight.voice.model import WhisperHeadClassifier
 
         self.blocks = torch.nn.ModuleList(blocks)
-        self.head = WhisperHeadClassifier(head_cfg, groups=[(2, 384)])
+        self.width, self.cached_middle = width, cached_middle
+        n_head = cached_middle + len(self.blocks)
+        self.head = WhisperHeadClassifier(head_cfg, groups=[(n_head, width)])
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.logits_and_embedding(x, lengths)[0]
@@ -162,10 +178,12 @@ class Tuned(torch.nn.Module):
     def logits_and_embedding(self, x: torch.Tensor, lengths: torch.Tensor):
         t = x.shape[1]
         keep = torch.arange(t)[None, :] < lengths[:, None]  # (B, T)
-        states = [x]
+        cached = list(x.split(self.width, dim=-1))
+        states, h = cached[: self.cached_middle], cached[-1]
         for block in self.blocks:
-            states.append(block(states[-1], keep[:, None, None, :]))
-        h = torch.stack(states[-2:], dim=1) * keep[:, None, :, None]  # (B, 2, T, C)
+            h = block(h, keep[:, None, None, :])
+            states.append(h)
+        h = torch.stack(states, dim=1) * keep[:, None, :, None]  # (B, middle states, T, C)
         return self.head.logits_and_embedding(pool_frames(h, keep, POOL))  # pooled as cached
 
 
@@ -180,7 +198,7 @@ def batches(rows, states, y, size, rng=None, spk=None):
     for s in range(0, len(rows), size):
         idx = rows[s : s + size]
         n = torch.tensor([len(states[i]) for i in idx])
-        x = torch.zeros(len(idx), int(n.max()), 384)
+        x = torch.zeros(len(idx), int(n.max()), states[idx[0]].shape[1])
         for j, i in enumerate(idx):
             x[j, : n[j]] = torch.from_numpy(states[i].astype(np.float32))
         yield x, n, torch.as_tensor(y[idx]), None if spk is None else torch.as_tensor(spk[idx])
@@ -202,14 +220,16 @@ def evaluate(model, rows, states, y) -> dict:
 
 def run_arm(name, enc, head_cfg, states, y, split, args, speakers=None) -> dict:
     torch.manual_seed(args.seed)
-    blocks = torch.nn.ModuleList(copy.deepcopy(b) for b in enc.blocks[3 - args.blocks : 3])
+    last = enc.cfg.layers - 1  # the last middle state; its block is enc.blocks[last - 1]
+    blocks = torch.nn.ModuleList(copy.deepcopy(b) for b in enc.blocks[last - args.blocks : last])
     train_block = name in ("finetune1", "staged")
     blocks.requires_grad_(train_block)  # (LoRA then freezes the wrapped projections itself)
     adapters = []
     if name.startswith("lora"):
         for b in blocks:
             adapters += add_lora(b, int(name[4:]))
-    model = Tuned(blocks, head_cfg)
+    cached_middle = (last - args.blocks) - 2 + 1  # middle states 2 .. last - blocks
+    model = Tuned(blocks, head_cfg, width=enc.cfg.width, cached_middle=max(cached_middle, 0))
     groups = [{"params": model.head.parameters(), "lr": args.lr}]
     spk, adversary = None, None
     if args.speaker_adv > 0:  # speaker classifier behind a gradient reversal
@@ -288,9 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         choices=[1, 2],
         default=1,
-        help="Whisper blocks the arms adapt: 1 = block 3 (states[2] cached), 2 = blocks 2 and 3 "
-        "(states[1] cached); the head reads states[2] and states[3] either way",
+        help="Whisper blocks the arms adapt, the last middle ones: tiny.en 1 = block 3 "
+        "(states[2] cached), 2 = blocks 2 and 3 (states[1] cached), the head reading states[2] "
+        "and states[3] either way; base 1 = block 5 (states[2..4] cached), the head reading the "
+        "middle states 2..5",
     )
+    ap.add_argument("--encoder", choices=["tiny.en", "base"], default="tiny.en")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -309,14 +332,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(overrides=[f"seed={args.seed}"])
     items = [it for it in load_audio_corpus(args.data).items if it.label]
     items = assign_folds(items, n_folds=5, folds=read_folds_csv(args.data / "folds.csv"))
-    enc, front, _ = load_whisper("tiny.en")
+    enc, front, _ = load_whisper(args.encoder)
     enc.eval()
-    items, states = lower_states(items, cfg, enc, front, n_lower=3 - args.blocks)
+    last = enc.cfg.layers - 1  # the middle states are 2 .. last (select_layers("middle"))
+    first_in = last - args.blocks  # the adapted blocks' input state
+    keep = sorted({*range(2, first_in + 1), first_in})
+    items, states = lower_states(items, cfg, enc, front, keep_states=keep)
     cache_s = time.perf_counter() - t0
     y = np.array([EMOTIONS.index(it.label) for it in items])
     log.info("states cached in %.0f s (%d clips)", cache_s, len(items))
     head_cfg = copy.deepcopy(cfg.classifier)
-    head_cfg.layers = "0,1"
+    head_cfg.layers = ",".join(str(i) for i in range(last - 1))  # every middle state
     folds = [int(f) for f in args.folds.split(",")]
     arm_names = args.arms.split(",")
     per_fold: dict[int, dict] = {}
