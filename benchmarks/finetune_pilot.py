@@ -27,8 +27,8 @@ middle block) is the one adapted.
 
 Two regularisers apply to every arm of a run, training batches only: ``--time-mask P``
 replaces random 10-frame (0.2 s) spans covering about ``P`` of each clip's frames of
-``states[2]`` with the clip's mean frame before block 3 (SpecAugment-style masking, as
-wav2vec 2.0 fine-tuning uses); ``--speaker-adv W`` adds a speaker classifier over the
+``states[2]`` with the clip's mean frame before block 3 (on base, the same spans of every
+cached state; SpecAugment-style masking, as wav2vec 2.0 fine-tuning uses); ``--speaker-adv W`` adds a speaker classifier over the
 training speakers on the head's embedding behind a gradient-reversal layer (Ganin &
 Lempitsky 2015), its cross-entropy weighted ``W``: the head and the block are pushed away
 from features that tell the training speakers apart.
