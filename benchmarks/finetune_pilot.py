@@ -101,6 +101,19 @@ def lower_states(items, cfg, enc, front, *, batch: int = 16, keep_states=(2,)):
     return keep, out
 
 
+def state_layout(layers: int, blocks: int) -> tuple[list[int], int]:
+    """Which encoder states to cache, and how many of them the head reads as they are.
+
+    The adapted blocks are the last ``blocks`` middle ones (the middle states are
+    ``2 .. layers - 1``, ``select_layers("middle")``); their input state is cached last, after
+    the middle states below it.  tiny.en (4 blocks) with 1: ``([2], 1)``; with 2: ``([1], 0)``;
+    base (6 blocks) with 1: ``([2, 3, 4], 3)``.
+    """
+    first_in = layers - 1 - blocks  # the adapted blocks' input state
+    middle_below = list(range(2, first_in + 1))
+    return sorted({*middle_below, first_in}), len(middle_below)
+
+
 class LoRALinear(torch.nn.Module):
     """A frozen ``nn.Linear`` plus a trainable low-rank update ``B A`` (``B`` starts at zero)."""
 
@@ -228,8 +241,8 @@ def run_arm(name, enc, head_cfg, states, y, split, args, speakers=None) -> dict:
     if name.startswith("lora"):
         for b in blocks:
             adapters += add_lora(b, int(name[4:]))
-    cached_middle = (last - args.blocks) - 2 + 1  # middle states 2 .. last - blocks
-    model = Tuned(blocks, head_cfg, width=enc.cfg.width, cached_middle=max(cached_middle, 0))
+    _, cached_middle = state_layout(enc.cfg.layers, args.blocks)
+    model = Tuned(blocks, head_cfg, width=enc.cfg.width, cached_middle=cached_middle)
     groups = [{"params": model.head.parameters(), "lr": args.lr}]
     spk, adversary = None, None
     if args.speaker_adv > 0:  # speaker classifier behind a gradient reversal
@@ -334,15 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     items = assign_folds(items, n_folds=5, folds=read_folds_csv(args.data / "folds.csv"))
     enc, front, _ = load_whisper(args.encoder)
     enc.eval()
-    last = enc.cfg.layers - 1  # the middle states are 2 .. last (select_layers("middle"))
-    first_in = last - args.blocks  # the adapted blocks' input state
-    keep = sorted({*range(2, first_in + 1), first_in})
+    keep, _ = state_layout(enc.cfg.layers, args.blocks)
     items, states = lower_states(items, cfg, enc, front, keep_states=keep)
     cache_s = time.perf_counter() - t0
     y = np.array([EMOTIONS.index(it.label) for it in items])
     log.info("states cached in %.0f s (%d clips)", cache_s, len(items))
     head_cfg = copy.deepcopy(cfg.classifier)
-    head_cfg.layers = ",".join(str(i) for i in range(last - 1))  # every middle state
+    head_cfg.layers = ",".join(str(i) for i in range(enc.cfg.layers - 2))  # every middle state
     folds = [int(f) for f in args.folds.split(",")]
     arm_names = args.arms.split(",")
     per_fold: dict[int, dict] = {}
