@@ -143,7 +143,7 @@ def test_error_message_names_clip_and_duration(voice):
     found = vad.speech_seconds(short)
     assert 0.0 < found < 1.0
     # the message gives the most speech any hearing found (as recorded or a second hearing)
-    found = max(found, *(vad.speech_seconds(w) for _, w in vad._second_hearings(short)))
+    found = max(found, *(vad.speech_seconds(w) / k for _, w, k in vad._second_hearings(short)))
     assert found < 1.0
     with pytest.raises(AudioError) as err:
         vad.extract_speech(short, name="clip.wav", min_speech=1.0)
@@ -302,11 +302,30 @@ def test_shouted_real_voice_is_heard_through_a_telephone_band():
     (the second hearing after 'raised', which does not apply to a loud clip) it does."""
     wave = load_audio(SHOUTED_CLIP, sample_rate=SR)
     assert vad.speech_seconds(wave, threshold=0.3) < 0.5  # the refusal this fixes
-    hearings = dict(vad._second_hearings(wave))
+    hearings = {how: w for how, w, _ in vad._second_hearings(wave)}
     assert "raised" not in hearings  # a loud clip
     assert vad.speech_seconds(hearings["telephone band"], threshold=0.3) >= 0.5
     speech = vad.extract_speech(wave, name=SHOUTED_CLIP.name, threshold=0.3)
     assert 0.5 * SR <= len(speech) < len(wave)
+    assert set(np.unique(np.isin(speech, wave))) == {True}  # samples of the clip as recorded
+
+
+HIGH_CLIP = Path(__file__).parent / "data" / "1009_TSI_ANG_XX.mp3"  # CREMA-D, angry
+
+
+def test_high_strained_voice_is_heard_a_fifth_lower():
+    """silero hears no speech in this angry CREMA-D take as recorded, through a telephone band
+    or quieter; slowed to 2/3 of its speed (pitch a fifth lower) it does, and the regions it
+    finds there are cut from the clip as recorded, in the clip's own time."""
+    wave = load_audio(HIGH_CLIP, sample_rate=SR)
+    assert vad.speech_seconds(wave, threshold=0.3) < 0.5  # the refusal this fixes
+    hearings = {how: (w, slow) for how, w, slow in vad._second_hearings(wave)}
+    for how in ("telephone band", "20 dB quieter", "30 dB quieter"):
+        assert vad.speech_seconds(hearings[how][0], threshold=0.3) < 0.5, how
+    lower, slow = hearings["a fifth lower"]
+    assert vad.speech_seconds(lower, threshold=0.3) / slow >= 0.5
+    speech = vad.extract_speech(wave, name=HIGH_CLIP.name, threshold=0.3)
+    assert 0.5 * SR <= len(speech) <= len(wave)
     assert set(np.unique(np.isin(speech, wave))) == {True}  # samples of the clip as recorded
 
 
@@ -316,11 +335,11 @@ NON_SPEECH_LEVELS = (0.1, 1.0, 4.0)
 @pytest.mark.parametrize("level", NON_SPEECH_LEVELS)
 @pytest.mark.parametrize("case", [c for c in BAD_INPUTS if c != "10 s silence"])
 def test_non_speech_stays_refused_through_every_second_hearing(case, level):
-    """Every second hearing (raised, telephone band, 20 / 30 dB quieter) of tones, chords and
-    noise, loud or soft, finds no speech, and the pipeline's threshold refuses them."""
+    """Every second hearing (raised, telephone band, 20 / 30 dB quieter, slowed) of tones,
+    chords and noise, loud or soft, finds no speech, and the pipeline's threshold refuses them."""
     wave = np.clip(level * BAD_INPUTS[case](np.random.default_rng(0)), -1, 1).astype(np.float32)
-    for how, other in vad._second_hearings(wave):
-        assert vad.speech_seconds(other, threshold=0.3) < 0.5, how
+    for how, other, slow in vad._second_hearings(wave):
+        assert vad.speech_seconds(other, threshold=0.3) / slow < 0.5, how
     with pytest.raises(AudioError, match="no speech detected"):
         vad.extract_speech(wave, name=case, threshold=0.3)
 
@@ -330,11 +349,30 @@ def test_second_hearings_are_tried_in_order_and_leave_the_clip_alone():
     loud = (0.3 * rng.normal(size=SR)).astype(np.float32)
     before = loud.copy()
     hearings = list(vad._second_hearings(loud))
-    assert [h for h, _ in hearings] == ["telephone band", "20 dB quieter", "30 dB quieter"]
+    assert [h for h, _, _ in hearings] == [
+        "telephone band",
+        "20 dB quieter",
+        "30 dB quieter",
+        "a fifth lower",
+        "a third lower",
+    ]
     np.testing.assert_array_equal(loud, before)
-    quieter = dict(hearings)["20 dB quieter"]
+    waves = {how: w for how, w, _ in hearings}
+    quieter = waves["20 dB quieter"]
     assert np.sqrt(np.mean(quieter**2)) == pytest.approx(0.1 * np.sqrt(np.mean(loud**2)), rel=1e-5)
-    assert all(w.dtype == np.float32 and w.shape == loud.shape for _, w in hearings)
+    assert all(w.dtype == np.float32 for w in waves.values())
+    for how, w, slow in hearings:  # slow: samples of the hearing per sample of the clip
+        assert w.shape == (round(slow * len(loud)),), how
+
+
+def test_a_slowed_hearing_lowers_the_pitch_and_maps_back_to_the_clip():
+    t = np.arange(SR) / SR
+    tone = np.sin(2 * np.pi * 600 * t).astype(np.float32)
+    fifth = {how: (w, k) for how, w, k in vad._second_hearings(tone)}["a fifth lower"]
+    wave, slow = fifth
+    spectrum = np.abs(np.fft.rfft(wave[: len(wave) // 2 * 2]))
+    assert np.argmax(spectrum) * SR / (2 * (len(wave) // 2)) == pytest.approx(400, abs=2)
+    assert slow == 1.5
 
 
 def test_raised_never_clips_and_leaves_loud_clips_alone():

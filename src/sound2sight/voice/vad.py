@@ -45,6 +45,7 @@ _QUIET_RMS = 0.05  # a refused clip quieter than this is heard a second time, ra
 _MAX_GAIN = 10 ** (30 / 20)  # ... by at most +30 dB (silero misses whole quiet, sad voices)
 _PHONE_HZ = 3400.0  # a refused clip is also heard through a telephone band's low-pass ...
 _QUIETER_DB = (20, 30)  # ... and this many dB quieter (silero misses some shouted takes)
+_LOWER = (("a fifth lower", 3, 2), ("a third lower", 5, 4))  # ... and slowed, pitch lowered
 
 _lock = threading.Lock()
 _model: _Silero | None = None
@@ -307,27 +308,43 @@ def _lowpass(wave: np.ndarray) -> np.ndarray:
     return sosfilt(sos, wave).astype(np.float32)
 
 
-def _second_hearings(wave: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
-    """Other versions of a refused clip for silero to hear, in order, as ``(how, wave)``.
+def _slowed(wave: np.ndarray, up: int, down: int) -> np.ndarray:
+    """The clip played ``up / down`` times slower (resampled to ``up / down`` as many samples
+    and heard at the same rate): pitch and tempo lowered together, as a tape played slow."""
+    from scipy.signal import resample_poly
 
-    silero's probabilities depend on level and bandwidth in ways a voice should not: it
-    finds no speech at all in some soft-spoken sad takes (heard once raised, :func:`_raised`),
-    and in some shouted, clipped ones, which it hears once the harsh top of the spectrum is
-    cut (a telephone band's 3.4 kHz low-pass) or once they are 20-30 dB quieter.  Tones,
-    chords, noise, melodies and silence heard these ways stay refused (``tests/test_vad.py``,
+    return resample_poly(wave.astype(np.float64), up, down).astype(np.float32)
+
+
+def _second_hearings(wave: np.ndarray) -> Iterator[tuple[str, np.ndarray, float]]:
+    """Other versions of a refused clip for silero to hear, in order, as ``(how, wave,
+    slow)``: ``slow`` is how many samples of the hearing make one sample of the clip (1 for
+    all but the slowed hearings), so a region ``[a, b)`` found in it is ``[a/slow, b/slow)``
+    of the clip.
+
+    silero's probabilities depend on level, bandwidth and pitch in ways a voice should not:
+    it finds no speech at all in some soft-spoken sad takes (heard once raised,
+    :func:`_raised`), and in some shouted, clipped ones, which it hears once the harsh top of
+    the spectrum is cut (a telephone band's 3.4 kHz low-pass) or once they are 20-30 dB
+    quieter.  Some high, strained voices (shouted or fearful takes) it hears only with their
+    pitch lowered: the clip slowed to 2/3 of its speed (a fifth lower) or to 4/5 (a major
+    third lower), raised first if quiet.  Tones, chords, noise, melodies
+    and silence heard these ways stay refused (``tests/test_vad.py``,
     ``benchmarks/vad_fallbacks.py``); the tone guard judges every hearing.
 
-    >>> [how for how, _ in _second_hearings(0.01 * np.sin(np.arange(1600, dtype=np.float32)))]
-    ['raised', 'telephone band', '20 dB quieter', '30 dB quieter']
-    >>> [how for how, _ in _second_hearings(0.3 * np.sin(np.arange(1600, dtype=np.float32)))]
-    ['telephone band', '20 dB quieter', '30 dB quieter']
+    >>> [how for how, _, _ in _second_hearings(0.01 * np.sin(np.arange(1600, dtype=np.float32)))]
+    ['raised', 'telephone band', '20 dB quieter', '30 dB quieter', 'a fifth lower', 'a third lower']
+    >>> [(how, slow) for how, _, slow in _second_hearings(0.3 * np.ones(1600, np.float32))][-2:]
+    [('a fifth lower', 1.5), ('a third lower', 1.25)]
     """
     louder = _raised(wave)
     if louder is not None:
-        yield "raised", louder
-    yield "telephone band", _lowpass(wave if louder is None else louder)
+        yield "raised", louder, 1.0
+    yield "telephone band", _lowpass(wave if louder is None else louder), 1.0
     for db in _QUIETER_DB:
-        yield f"{db} dB quieter", (wave * np.float32(10 ** (-db / 20))).astype(np.float32)
+        yield f"{db} dB quieter", (wave * np.float32(10 ** (-db / 20))).astype(np.float32), 1.0
+    for how, up, down in _LOWER:
+        yield how, _slowed(wave if louder is None else louder, up, down), up / down
 
 
 def extract_speech(
@@ -345,9 +362,9 @@ def extract_speech(
     onsets and endings survive), overlapping regions are merged, and the pieces are joined
     in order: pauses and silence between them are dropped, not only at the ends.  A clip
     refused as recorded is heard again (:func:`_second_hearings`: raised if quiet, through a
-    telephone band, 20 and 30 dB quieter; silero misses some soft-spoken and some shouted
-    voices entirely); the first hearing that finds enough speech gives the regions, which
-    are cut from the clip as recorded.
+    telephone band, 20 and 30 dB quieter, slowed to a lower pitch; silero misses some
+    soft-spoken, some shouted and some high voices entirely); the first hearing that finds
+    enough speech gives the regions, which are cut from the clip as recorded.
 
     Parameters
     ----------
@@ -391,8 +408,13 @@ def extract_speech(
     seconds = sum(stop - start for start, stop in segments) / sample_rate
     if seconds < min_speech:
         # second hearings of a refused clip only: a clip accepted as recorded is unchanged
-        for how, other in _second_hearings(wave):
-            again = speech_segments(other, sample_rate=sample_rate, threshold=threshold)
+        for how, other, slow in _second_hearings(wave):
+            again = [
+                (int(start / slow), min(len(wave), int(np.ceil(stop / slow))))
+                for start, stop in speech_segments(
+                    other, sample_rate=sample_rate, threshold=threshold
+                )
+            ]
             more = sum(stop - start for start, stop in again) / sample_rate
             if more > seconds:
                 log.debug("%s: %.2f s of speech %s (%.2f s as recorded)", name, more, how, seconds)
