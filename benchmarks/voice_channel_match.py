@@ -14,13 +14,15 @@ by ``speaker.calibrate`` of itself alone):
 - through the same codec: a 64 kbps constant-bit-rate MP3 (libsndfile's LAME encoder via
   ``soundfile``, at 16 kHz, written under ``--work``) read back; both shipped heads;
 - with white noise ``N`` dB under the clip's RMS (``--noise-db``, the ``noise<N>`` view of
-  :func:`sound2sight.voice.cache.alter_voice`, seeded per clip); the speaker head.
+  :func:`sound2sight.voice.cache.alter_voice`, seeded per clip); the speaker head;
+- with its floor raised by white noise to the median floor of the speaker head's training
+  actors (:func:`raise_floor`; a clip already above it is left alone); the speaker head.
 
 Also measures each corpus's floor: the 2nd percentile of a clip's 32 ms frame RMS, in dB
 under the clip's RMS (median over up to 300 clips per corpus, CREMA-D's from every actor).
 
-Prints tables and writes ``benchmarks/results/voice_channel_match.json``.  About 6 minutes on
-2 cores with the clips' features cached.
+Prints tables and writes ``benchmarks/results/voice_channel_match.json``.  About 7 minutes on
+2 cores (the altered clips' Whisper features are cached like any clip's).
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ def written(items, data: Path, folder: Path, alter, load_audio, error):
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder with RAVDESS/ TESS/ ...")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/sound2sight-voice-codec"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/sound2sight-voice-channel-match"))
     ap.add_argument("--noise-db", default="40,30,20", help="white-noise arms, dB under the voice")
     ap.add_argument(
         "--out", type=Path, default=REPO / "benchmarks/results/voice_channel_match.json"
