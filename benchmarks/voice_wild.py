@@ -232,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only re-read the refused share from speech_refusals.json into --out's summary "
         "(after a change to the speech check alone; the model's figures are kept)",
     )
+    ap.add_argument(
+        "--view",
+        default="",
+        help="read every clip through a view of sound2sight.voice.cache.alter_voice, e.g. "
+        "noise40 (white noise 40 dB under the voice, as benchmarks/voice_channel_match.py)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.model}: not a speaker-normalised model (classifier.speaker_norm)")
     base = load(args.baseline) if args.baseline else None
     items = [it for it in load_audio_corpus(args.data).items if it.label]
-    ok, x_all = load_voice_features(items, cfg)
+    ok, x_all = load_voice_features(items, cfg, view=args.view)
     y_all = np.array([EMOTIONS.index(it.label) for it in ok])
     spk_all = np.array([it.speaker for it in ok])
     seen = set(card["data"]["speakers"]["train"]) | set(card["data"]["speakers"]["val"])
@@ -417,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "refused_share_shared_pool": refused_share(),
         "model": args.model,
+        **({"view": args.view} if args.view else {}),
         "calibration": default,
         "shipped": per_corpus(
             lambda r: round(r.get("single_recording", r["training_statistics"])["accuracy"], 4)
