@@ -7,8 +7,9 @@ settings, as the checked-out code has it ("after") and as a git revision had it
 loaded beside the current one; ``--before REV1,REV2`` adds one arm per revision, the first
 called "before", the others by their revision).  Each clip is also checked with a DC
 offset and with 50 Hz hum added (``--faults``), the faults cheap microphones add, and
-played 1.25x faster, a major third higher (a higher voice than the pool's: no hearing of
-the speech check was chosen on these).  Every clip still refused is listed with the reason.
+played 1.25x faster, a major third higher (a higher voice than the pool's; no hearing of
+the speech check was chosen on these, though its "a third lower" hearing undoes this very
+shift).  Every clip still refused is listed with the reason.
 
 Usage::
 

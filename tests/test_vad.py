@@ -365,7 +365,7 @@ def test_second_hearings_are_tried_in_order_and_leave_the_clip_alone():
         assert w.shape == (round(slow * len(loud)),), how
 
 
-def test_a_slowed_hearing_lowers_the_pitch_and_maps_back_to_the_clip():
+def test_a_slowed_hearing_lowers_the_pitch_a_fifth():
     t = np.arange(SR) / SR
     tone = np.sin(2 * np.pi * 600 * t).astype(np.float32)
     fifth = {how: (w, k) for how, w, k in vad._second_hearings(tone)}["a fifth lower"]
