@@ -144,11 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     seen = set()
     for _, _, card in shipped.values():
         seen |= set(card["data"]["speakers"]["train"]) | set(card["data"]["speakers"]["val"])
-    items = [
-        it
-        for it in load_audio_corpus(args.data).items
-        if it.label and it.speaker not in seen and it.corpus in CORPORA
-    ]
+    labelled = [it for it in load_audio_corpus(args.data).items if it.label]
+    items = [it for it in labelled if it.speaker not in seen and it.corpus in CORPORA]
     kbps = []
 
     def mp3(wave: np.ndarray) -> np.ndarray:
@@ -157,7 +154,6 @@ def main(argv: list[str] | None = None) -> dict:
         return back
 
     trips = written(items, args.data, args.work / "mp3", mp3, load_audio, AudioError)
-    labelled = [it for it in load_audio_corpus(args.data).items if it.label]
     floors = corpus_floors(labelled, load_audio, AudioError)
     train = set(shipped[MODELS[0]][2]["data"]["speakers"]["train"])
     target = corpus_floors([it for it in labelled if it.speaker in train], load_audio, AudioError)
