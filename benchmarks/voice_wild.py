@@ -29,6 +29,10 @@ normalisation (``voice-cremad-tiny``):
   ``--max-eval`` of them, the same for every arm), ``--draws`` random calibration sets per
   speaker, next to the one-recording score on the very same clips (``delta``).
 
+Every clip is read as each model listens (``classifier.listen_noise_db``: the shipped speaker
+head hears white noise 40 dB under the voice, ``voice-cremad-tiny`` the clip as recorded);
+``--view`` reads both heads' clips through one view instead (``''``: as recorded).
+
 Writes ``benchmarks/results/voice_wild.json``: a top-level ``"summary"`` (the refused share of
 the shared pool, read from ``benchmarks/results/speech_refusals.json``, which
 ``python benchmarks/speech_refusals.py --data ../shared/data/audio --before c55c3cd --faults``
@@ -234,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--view",
-        default="",
-        help="read every clip through a view of sound2sight.voice.cache.alter_voice, e.g. "
-        "noise40 (white noise 40 dB under the voice, as benchmarks/voice_channel_match.py)",
+        default=None,
+        help="read every clip through this view of sound2sight.voice.cache.alter_voice, e.g. "
+        "noise40 (white noise 40 dB under the voice), '' as recorded; default: each model's own "
+        "listening view (classifier.listen_noise_db), as the pipeline reads a recording",
     )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sound2sight.datasets import load_audio_corpus
     from sound2sight.labels import EMOTIONS
-    from sound2sight.voice.cache import load_voice_features
+    from sound2sight.voice.cache import listening_view, load_voice_features
     from sound2sight.voice.pretrained import load_folder, load_shipped
     from sound2sight.voice.speaker import standardise_alone
     from sound2sight.voice.train import predict
@@ -268,12 +273,19 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.model}: not a speaker-normalised model (classifier.speaker_norm)")
     base = load(args.baseline) if args.baseline else None
     items = [it for it in load_audio_corpus(args.data).items if it.label]
-    ok, x_all = load_voice_features(items, cfg, view=args.view)
+    view = listening_view(cfg) if args.view is None else args.view  # as the model listens
+    ok, x_all = load_voice_features(items, cfg, view=view)
     y_all = np.array([EMOTIONS.index(it.label) for it in ok])
     spk_all = np.array([it.speaker for it in ok])
     seen = set(card["data"]["speakers"]["train"]) | set(card["data"]["speakers"]["val"])
+    xb_all = x_all
     if base is not None:
         seen |= set(base[2]["data"]["speakers"]["train"]) | set(base[2]["data"]["speakers"]["val"])
+        bview = listening_view(base[1]) if args.view is None else args.view
+        if bview != view:  # the baseline read as it listens too
+            ok_b, xb_all = load_voice_features(ok, base[1], view=bview)
+            if len(ok_b) != len(ok):
+                raise SystemExit(f"{bview}: some clips failed through the baseline's view")
     population = head.population_stats()
     prior = head.shrink_prior()
     if prior is None:
@@ -308,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             p_un = p_1  # the reference for the calibrated arms: what the pipeline reads
         if base is not None:
-            p_b = predict(base[0], x)[0].argmax(1)
+            p_b = predict(base[0], xb_all[sel])[0].argmax(1)
             r["baseline_uncalibrated"] = {
                 "model": args.baseline,
                 "accuracy": float((p_b == y).mean()),
@@ -423,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "refused_share_shared_pool": refused_share(),
         "model": args.model,
-        **({"view": args.view} if args.view else {}),
+        **({"view": view} if view else {}),
         "calibration": default,
         "shipped": per_corpus(
             lambda r: round(r.get("single_recording", r["training_statistics"])["accuracy"], 4)

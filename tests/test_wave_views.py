@@ -45,6 +45,22 @@ def test_noise_view_has_the_asked_snr_and_reproduces():
     np.testing.assert_array_equal(noisy, alter_voice(voice, "noise10", Config()))  # cached views
 
 
+def test_the_listening_view_is_the_noise_view_and_off_by_default():
+    """``classifier.listen_noise_db``: what the pipeline reads is the ``noise<dB>`` training
+    view of the prepared clip (the same samples the benchmarks measured), off at 0."""
+    from sound2sight.voice.cache import listen
+
+    voice = synth_voice("sad", speaker=1, seed=2).astype(np.float32)
+    cfg = Config()
+    assert listen(voice, cfg) is voice
+    cfg.classifier.listen_noise_db = 40.0
+    heard = listen(voice, cfg)
+    np.testing.assert_array_equal(heard, alter_voice(voice, "noise40", cfg))
+    assert 20 * np.log10(_rms(voice) / _rms(heard - voice)) == pytest.approx(40, abs=0.3)
+    with pytest.raises(ConfigError, match="classifier.listen_noise_db"):
+        load_config(overrides=["classifier.listen_noise_db=-3"])
+
+
 def test_bad_view_names_fail_at_load_naming_the_key():
     assert wave_views("") == []
     with pytest.raises(ConfigError, match="classifier.wave_augment: 'pitch2'"):

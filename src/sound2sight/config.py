@@ -105,6 +105,7 @@ class ClassifierConfig:
     )
     pretrained: str = ""  # a voice model shipped with the package (e.g. voice-cremad-tiny) instead of training one
     noise_floor_db: float = 0.0  # whisper: add white noise this many dB below the voice's RMS (e.g. 30; 0 = off) so clean and noisy recordings share one noise floor
+    listen_noise_db: float = 0.0  # whisper, inference only: white noise this many dB under the voice added to every recording the model reads (the noise<dB> view, seeded by the clip) so that a clean studio channel reads like the noisy one the head was trained on; training clips are left as recorded; 0 = off (the shipped voice-cremad-tiny-speaker: 40, benchmarks/voice_wild.py)
     feature_pool: int = 4  # whisper: encoder frames (20 ms) averaged per cached feature frame
     wave_augment: str = ""  # whisper, training only: extra views of each training clip, encoded from an altered waveform (comma list of speed<factor>, e.g. speed0.9 = 10 % slower and lower, noise<dB>, e.g. noise20 = white noise 20 dB under the voice, and channel<N>, N in 1..99, e.g. channel1,channel2,channel3 = three random recording channels per clip: room, noise, mic colour, band limit, DC, clipping; voice/channel.py); each batch takes one view at random; with speaker_norm each view is standardised by its own statistics per speaker; empty = off
     utterance_norm: str = ""  # whisper: each clip's feature frames centred on their own mean ("mean") or also scaled by their own std ("meanstd") inside the head, so that a recording's overall colour (microphone, room) is not an emotion cue; "" = off
@@ -328,7 +329,7 @@ pipeline.n_images pipeline.k_neighbours pipeline.window_seconds pipeline.hop_sec
 pipeline.min_speech pipeline.vad_threshold pipeline.oversample
 """
 _NONNEGATIVE_KEYS = """
-audio.fmin classifier.noise_floor_db data.workers train.weight_decay train.freq_mask train.time_mask train.mixup
+audio.fmin classifier.noise_floor_db classifier.listen_noise_db data.workers train.weight_decay train.freq_mask train.time_mask train.mixup
 train.gain_db train.crop_frames train.num_workers image.num_workers align.hidden
 align.weight_decay align.audio_hidden align.cross_weight align.prototype_weight
 align.gap_weight align.map_points gan.fd_samples gan.ema_start gan.lr_decay_from gan.k_condition pipeline.uncertain_margin

@@ -202,8 +202,9 @@ class Sound2Sight:
 
     def _voice_windows(self, wave: np.ndarray, name: str) -> list[np.ndarray]:
         """Whisper path: ``classifier.max_seconds`` windows (hop: half a window), each
-        prepared as in training, at its own length."""
-        from sound2sight.voice.cache import prepare_voice
+        prepared as in training and read through the head's listening view
+        (``classifier.listen_noise_db``), at its own length."""
+        from sound2sight.voice.cache import listen, prepare_voice
 
         m = self.cfg.classifier.max_seconds
         return self._cut(
@@ -211,7 +212,7 @@ class Sound2Sight:
             name,
             win_s=m,
             hop_s=m / 2,
-            prepare=lambda w: prepare_voice(w, self.cfg, name=name),
+            prepare=lambda w: listen(prepare_voice(w, self.cfg, name=name), self.cfg),
         )
 
     def _features(self, wave: np.ndarray, name: str) -> tuple[torch.Tensor, int]:

@@ -29,6 +29,8 @@ __all__ = [
     "VoiceBatch",
     "prepare_voice",
     "alter_voice",
+    "listening_view",
+    "listen",
     "voice_namespace",
     "build_voice_cache",
     "load_voice_features",
@@ -104,6 +106,27 @@ def alter_voice(wave: np.ndarray, view: str, cfg: Config) -> np.ndarray:
         level = _rms(wave) * 10 ** (-value / 20)
         out = wave + rng.standard_normal(len(wave)).astype(np.float32) * np.float32(level)
     return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def listening_view(cfg: Config) -> str:
+    """The :func:`alter_voice` view every recording is read through at inference
+    (``classifier.listen_noise_db``), or ``""``; training clips are never altered by it.
+
+    >>> from sound2sight.config import Config
+    >>> c = Config(); listening_view(c)
+    ''
+    >>> c.classifier.listen_noise_db = 40.0; listening_view(c)
+    'noise40'
+    """
+    db = float(cfg.classifier.listen_noise_db)
+    return f"noise{db:g}" if db > 0 else ""
+
+
+def listen(wave: np.ndarray, cfg: Config) -> np.ndarray:
+    """A prepared clip (:func:`prepare_voice`) as the model reads it at inference: through
+    :func:`listening_view`, or unchanged."""
+    view = listening_view(cfg)
+    return alter_voice(wave, view, cfg) if view else wave
 
 
 def voice_namespace(cfg: Config, provenance: list[dict], view: str = "") -> str:

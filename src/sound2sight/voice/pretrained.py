@@ -141,7 +141,7 @@ def install_pretrained(cfg: Config, run_dir: str | Path) -> dict:
     from sound2sight.datasets.base import AudioItem, read_manifest
     from sound2sight.metrics import classification_report, plot_confusion
     from sound2sight.train.common import stage_dir
-    from sound2sight.voice.cache import load_voice_features
+    from sound2sight.voice.cache import listening_view, load_voice_features
     from sound2sight.voice.train import predict
 
     run_dir = Path(run_dir)
@@ -169,7 +169,7 @@ def install_pretrained(cfg: Config, run_dir: str | Path) -> dict:
     manifest = run_dir / "data" / "audio_manifest.csv"
     items = [it for it in read_manifest(manifest, AudioItem) if it.split == "test"]
     if items:
-        ok, x = load_voice_features(items, run_cfg, progress=False)
+        ok, x = load_voice_features(items, run_cfg, progress=False, view=listening_view(run_cfg))
         if scfg.classifier.speaker_norm:  # each clip as the pipeline reads one recording
             from sound2sight.voice.speaker import standardise_alone
 
@@ -226,11 +226,10 @@ def build_shipped(
 
     from sound2sight.datasets import load_audio_corpus
     from sound2sight.datasets.base import assign_folds, read_folds_csv
-    from sound2sight.metrics import classification_report
     from sound2sight.train.protocols import fold_split
-    from sound2sight.voice.cache import load_voice_features
+    from sound2sight.voice.cache import listening_view, load_voice_features
     from sound2sight.voice.classifier import load_classifier
-    from sound2sight.voice.train import predict, train_classifier
+    from sound2sight.voice.train import train_classifier
 
     t0 = time.perf_counter()
     data_root, out_dir = Path(data_root), Path(out_dir)
@@ -251,30 +250,12 @@ def build_shipped(
     scores = {"CREMA-D held-out actors": metrics["test"]}
     test_sel = np.zeros(len(ok), bool)
     test_sel[np.flatnonzero(crema)[[it.split == "test" for it in c_items]]] = True
-    sets = {"CREMA-D held-out actors": test_sel}
-    sets |= {
-        f"{c} (never seen)": np.array([it.corpus == c for it in ok])
-        for c in ("RAVDESS", "TESS", "SAVEE")
-    }
-    for name, sel in sets.items():
-        if not sel.any():
-            continue
-        y = np.array([EMOTIONS.index(it.label) for it, s in zip(ok, sel, strict=True) if s])
-        variants = {"": x[sel]}
-        if cfg.classifier.speaker_norm:  # transductive: each speaker's own statistics ...
-            from sound2sight.voice.speaker import standardise, standardise_by_speaker
-
-            who = [it.speaker for it, s in zip(ok, sel, strict=True) if s]
-            pop = head.population_stats()
-            variants = {
-                "": standardise_by_speaker(x[sel], who),
-                ", uncalibrated": standardise(x[sel], pop),  # ... or the training frames'
-            }
-        for suffix, xs in variants.items():
-            if name.startswith("CREMA-D") and not suffix:
-                continue  # scored by train_classifier above, the same way
-            probs, _ = predict(head, xs)
-            scores[name + suffix] = classification_report(y, probs.argmax(1), labels=EMOTIONS)
+    view = listening_view(cfg)
+    if view:  # scored as the model reads a recording (training and validation saw x)
+        ok_v, x = load_voice_features(ok, cfg, view=view)
+        if [it.path for it in ok_v] != [it.path for it in ok]:
+            raise RuntimeError(f"{view}: some clips failed through the listening view")
+    scores |= _card_scores(head, cfg, ok, x, test_sel, skip_calibrated_crema=not view)
     spk = {
         s: sorted({it.speaker for it in c_items if it.split == s}) for s in ("train", "val", "test")
     }
@@ -310,6 +291,75 @@ def build_shipped(
     }
     atomic_write_json(out_dir / "model.json", card)
     log.info("shipped voice model written to %s: %s", out_dir, json.dumps(card["metrics"]))
+    return card
+
+
+def _card_scores(head, cfg: Config, ok, x, test_sel, *, skip_calibrated_crema: bool) -> dict:
+    """A card's accuracy on the held-out CREMA-D actors (``test_sel``) and on the corpora it
+    never saw: each speaker standardised by its own clips (speaker-normalised heads), and by
+    the training frames' statistics (", uncalibrated")."""
+    from sound2sight.metrics import classification_report
+    from sound2sight.voice.train import predict
+
+    sets = {"CREMA-D held-out actors": test_sel}
+    sets |= {
+        f"{c} (never seen)": np.array([it.corpus == c for it in ok])
+        for c in ("RAVDESS", "TESS", "SAVEE")
+    }
+    scores = {}
+    for name, sel in sets.items():
+        if not sel.any():
+            continue
+        y = np.array([EMOTIONS.index(it.label) for it, s in zip(ok, sel, strict=True) if s])
+        variants = {"": x[sel]}
+        if cfg.classifier.speaker_norm:  # transductive: each speaker's own statistics ...
+            from sound2sight.voice.speaker import standardise, standardise_by_speaker
+
+            who = [it.speaker for it, s in zip(ok, sel, strict=True) if s]
+            pop = head.population_stats()
+            variants = {
+                "": standardise_by_speaker(x[sel], who),
+                ", uncalibrated": standardise(x[sel], pop),  # ... or the training frames'
+            }
+        for suffix, xs in variants.items():
+            if name.startswith("CREMA-D") and not suffix and skip_calibrated_crema:
+                continue  # scored by train_classifier, the same way
+            probs, _ = predict(head, xs)
+            scores[name + suffix] = classification_report(y, probs.argmax(1), labels=EMOTIONS)
+    return scores
+
+
+def set_listening(name: str, noise_db: float, data_root: str | Path) -> dict:
+    """Make the shipped head ``name`` read every recording through white noise ``noise_db``
+    under the voice (``classifier.listen_noise_db``; 0: as recorded) and re-score its card
+    that way on the actors and corpora it already names.  The trained weights are kept."""
+    from sound2sight.datasets import load_audio_corpus
+    from sound2sight.voice.cache import listening_view, load_voice_features
+
+    head, cfg, card = load_shipped(name)
+    cfg.classifier.listen_noise_db = float(noise_db)
+    test = set(card["data"]["speakers"]["test"])
+    items = [
+        it
+        for it in load_audio_corpus(data_root).items
+        if it.label and (it.speaker in test or it.corpus in ("RAVDESS", "TESS", "SAVEE"))
+    ]
+    if not any(it.speaker in test for it in items):
+        raise ValueError(f"{data_root}: none of the card's held-out CREMA-D actors found")
+    ok, x = load_voice_features(items, cfg, view=listening_view(cfg))
+    test_sel = np.array([it.speaker in test for it in ok])
+    card["config"]["classifier"]["listen_noise_db"] = float(noise_db)
+    card["metrics"] = {
+        k: {f: v.get(f) for f in ("accuracy", "macro_f1", "n", "recall")}
+        for k, v in _card_scores(head, cfg, ok, x, test_sel, skip_calibrated_crema=False).items()
+    }
+    card["listening"] = {
+        "command": f"python -m sound2sight.voice.pretrained --data {data_root} "
+        f"--listen-noise-db {noise_db:g} {name}",
+        "metrics": "re-scored through the listening view; the weights are the card's own",
+    }
+    atomic_write_json(_folder(name) / "model.json", card)
+    log.info("%s: reads recordings through %s", name, listening_view(cfg) or "nothing")
     return card
 
 
@@ -384,8 +434,20 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="only add the calibration prior to the shipped speaker-normalised head NAME",
     )
+    ap.add_argument(
+        "--listen-noise-db",
+        nargs=2,
+        metavar=("DB", "NAME"),
+        help="only set the shipped head NAME's classifier.listen_noise_db to DB and re-score its card",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.listen_noise_db:
+        db, name = args.listen_noise_db
+        card = set_listening(name, float(db), args.data)
+        for key, m in card["metrics"].items():
+            print(f"{key:28s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}")
+        return 0
     if args.add_prior:
         card = add_prior(args.add_prior, args.data)
         print(f"{args.add_prior}: prior added, SHA-256 {card['sha256']}")
