@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from sound2sight.voice.cache import clip_floor_db, raise_floor
+
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = ("CREMA-D", "RAVDESS", "TESS", "SAVEE")
 MODELS = ("voice-cremad-tiny-speaker", "voice-cremad-tiny")
@@ -56,29 +58,6 @@ def mp3_round_trip(wave: np.ndarray) -> tuple[np.ndarray, int]:
     back, _ = sf.read(buf, dtype="float32")
     back = back[: len(wave)] if len(back) >= len(wave) else np.pad(back, (0, len(wave) - len(back)))
     return back.astype(np.float32), size
-
-
-def clip_floor_db(wave: np.ndarray) -> float | None:
-    """A clip's floor: the 2nd percentile of its 32 ms frame RMS, in dB under its RMS."""
-    w = wave - wave.mean()
-    n = len(w) // 512
-    if n == 0 or not np.any(w):
-        return None
-    frames = np.sqrt(np.mean(w[: n * 512].reshape(n, 512) ** 2, axis=1))
-    rms = float(np.sqrt(np.mean(w**2)))
-    return 20 * np.log10(max(float(np.quantile(frames, 0.02)), 1e-9) / rms)
-
-
-def raise_floor(wave: np.ndarray, target_db: float) -> np.ndarray:
-    """``wave`` with white noise added so that its floor (:func:`clip_floor_db`) reaches
-    ``target_db``; unchanged when it is already there.  Seeded by the clip's length."""
-    floor = clip_floor_db(wave)
-    if floor is None or floor >= target_db:
-        return wave
-    rms = float(np.sqrt(np.mean((wave - wave.mean()) ** 2)))
-    level = rms * np.sqrt(10 ** (target_db / 10) - 10 ** (floor / 10))
-    rng = np.random.default_rng(len(wave))
-    return np.clip(wave + level * rng.standard_normal(len(wave)), -1, 1).astype(np.float32)
 
 
 def corpus_floors(items, load_audio, error, per_corpus: int = 300) -> dict:

@@ -29,7 +29,7 @@ normalisation (``voice-cremad-tiny``):
   ``--max-eval`` of them, the same for every arm), ``--draws`` random calibration sets per
   speaker, next to the one-recording score on the very same clips (``delta``).
 
-Every clip is read as each model listens (``classifier.listen_noise_db``: the shipped speaker
+Every clip is read as each model listens (``classifier.listen``: the shipped speaker
 head hears white noise 40 dB under the voice, ``voice-cremad-tiny`` the clip as recorded);
 ``--view`` reads both heads' clips through one view instead (``''``: as recorded).
 
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="read every clip through this view of sound2sight.voice.cache.alter_voice, e.g. "
         "noise40 (white noise 40 dB under the voice), '' as recorded; default: each model's own "
-        "listening view (classifier.listen_noise_db), as the pipeline reads a recording",
+        "listening view (classifier.listen), as the pipeline reads a recording",
     )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)

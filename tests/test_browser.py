@@ -248,7 +248,8 @@ def test_report_reads_as_a_summary_first(browser, tiny_run):
 @pytest.fixture(scope="module")
 def speaker_site(tiny_run):
     """A real pipeline that can calibrate: ``tiny_run`` with the shipped speaker-normalised
-    voice head (the page calibrates from the third recording on, the default)."""
+    voice head (the page calibrates from the third recording on once its checkbox is ticked,
+    the default)."""
     from sound2sight.pipeline import Sound2Sight
     from sound2sight.voice.pretrained import load_shipped
     from test_web import running
@@ -280,7 +281,8 @@ def test_calibrated_to_your_voice_from_the_third_recording(browser, speaker_site
     pg, other = _open(browser, speaker_site), _open(browser, speaker_site)
     try:
         assert pg.is_visible("#voice") and "memory" in pg.inner_text("#voice-notice")
-        assert pg.is_hidden("#calibrate-label")  # automatic: no checkbox to tick
+        assert pg.is_visible("#calibrate-label")  # opt-in, the default: tick it
+        pg.check("#calibrate")
         assert "not calibrated" in _upload_and_wait(pg, clips[0], 1)
         assert "not calibrated" in _upload_and_wait(pg, clips[1], 2)
         third = _upload_and_wait(pg, clips[2], 3)

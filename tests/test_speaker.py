@@ -216,25 +216,25 @@ def test_calibrating_the_shipped_model_on_one_actors_clips(tiny_run, monkeypatch
     assert after != before and sum(after.values()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_the_shipped_speaker_model_listens_through_40_db_of_noise(tiny_run):
-    """The shipped speaker head reads every recording through white noise 40 dB under the
-    voice (``classifier.listen_noise_db`` in its card): seeded by the clip, so a recording
-    gets one answer; and it is what the head reads, not a no-op."""
+def test_the_shipped_speaker_model_listens_through_its_view(tiny_run):
+    """The shipped speaker head reads every recording through its card's listening view
+    (``classifier.listen``): seeded by the clip, so a recording gets one answer; and it is
+    what the head reads, not a no-op."""
     import copy
 
     from sound2sight.pipeline import Sound2Sight
     from sound2sight.voice.pretrained import load_shipped
 
     head, cfg, card = load_shipped("voice-cremad-tiny-speaker")
-    assert cfg.classifier.listen_noise_db == 40.0
-    assert "--listen-noise-db 40" in card["listening"]["command"]
+    assert cfg.classifier.listen in ("noise40", "floor25")
+    assert f"--listen '{cfg.classifier.listen}'" in card["listening"]["command"]
     pipe = Sound2Sight.from_run(tiny_run)
     pipe.classifier, pipe.cfg.classifier = head, cfg.classifier
-    clip = EXAMPLE_VOICES[0]
+    clip = next(p for p in EXAMPLE_VOICES if p.name == "1031_IEO_ANG_HI.mp3")  # floor -31 dB
     heard = pipe(clip, n_images=0, k=0)
     assert pipe(clip, n_images=0, k=0).probabilities == heard.probabilities
     as_recorded = copy.deepcopy(cfg.classifier)
-    as_recorded.listen_noise_db = 0.0
+    as_recorded.listen = ""
     pipe.cfg.classifier = as_recorded
     assert pipe(clip, n_images=0, k=0).probabilities != heard.probabilities
 

@@ -45,20 +45,42 @@ def test_noise_view_has_the_asked_snr_and_reproduces():
     np.testing.assert_array_equal(noisy, alter_voice(voice, "noise10", Config()))  # cached views
 
 
-def test_the_listening_view_is_the_noise_view_and_off_by_default():
-    """``classifier.listen_noise_db``: what the pipeline reads is the ``noise<dB>`` training
-    view of the prepared clip (the same samples the benchmarks measured), off at 0."""
+def test_the_listening_view_is_a_training_view_and_off_by_default():
+    """``classifier.listen``: what the pipeline reads is that view of the prepared clip (the
+    same samples the benchmarks measured); a bad or training-only view is named at load."""
     from sound2sight.voice.cache import listen
 
     voice = synth_voice("sad", speaker=1, seed=2).astype(np.float32)
     cfg = Config()
     assert listen(voice, cfg) is voice
-    cfg.classifier.listen_noise_db = 40.0
+    cfg.classifier.listen = "noise40"
     heard = listen(voice, cfg)
     np.testing.assert_array_equal(heard, alter_voice(voice, "noise40", cfg))
     assert 20 * np.log10(_rms(voice) / _rms(heard - voice)) == pytest.approx(40, abs=0.3)
-    with pytest.raises(ConfigError, match="classifier.listen_noise_db"):
-        load_config(overrides=["classifier.listen_noise_db=-3"])
+    for bad, why in (
+        ("noise-3", "expected"),
+        ("speed0.9", "one view"),
+        ("noise30,floor25", "one view"),
+    ):
+        with pytest.raises(ConfigError, match=f"classifier.listen: .*{why}"):
+            load_config(overrides=[f"classifier.listen={bad}"])
+
+
+def test_the_floor_view_raises_a_clean_floor_and_leaves_a_noisy_one():
+    """``floor<dB>``: white noise that lifts a clip's floor (the 2nd percentile of its 32 ms
+    frame RMS) to ``dB`` under its RMS; a clip whose floor is already there is untouched."""
+    from sound2sight.voice.cache import clip_floor_db
+
+    rng = np.random.default_rng(0)
+    voice = synth_voice("angry", speaker=2, seed=3).astype(np.float32)
+    clean = np.r_[np.zeros(4000, np.float32), voice]  # a studio pause before the words
+    assert clip_floor_db(clean) < -60
+    raised = alter_voice(clean, "floor25", Config())
+    assert clip_floor_db(raised) == pytest.approx(-25, abs=1.0)
+    np.testing.assert_array_equal(raised, alter_voice(clean, "floor25", Config()))  # seeded
+    noisy = (voice + _rms(voice) * 0.1 * rng.standard_normal(len(voice))).astype(np.float32)
+    assert clip_floor_db(noisy) > -25
+    np.testing.assert_array_equal(alter_voice(noisy, "floor25", Config()), noisy)
 
 
 def test_bad_view_names_fail_at_load_naming_the_key():

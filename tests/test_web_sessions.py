@@ -64,10 +64,10 @@ def test_opt_in_calibrates_from_the_third_recording_and_forget_resets():
     assert client.delete(f"/api/session/{sid}").json() == {"forgotten": False}
 
 
-def test_auto_mode_is_the_default_and_sessions_never_share_a_voice():
-    assert Limits().calibration == "auto"
+def test_auto_mode_calibrates_unasked_and_sessions_never_share_a_voice():
+    assert Limits().calibration == "opt-in"  # the default: BENCHMARKS.md › "listens"
     pipe = SpeakerFake()
-    client = client_for(pipe)
+    client = client_for(pipe, calibration="auto")
     a, b = (client.post("/api/session").json()["session"] for _ in range(2))
     assert a != b
     for _ in range(2):

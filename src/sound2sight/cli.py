@@ -385,9 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calibration",
         choices=["auto", "opt-in", "off"],
-        default="auto",
-        help="calibrate to a browser session's voice from its third recording: always "
-        "(default), when the page's checkbox asks, or never (speaker-normalised voice models)",
+        default="opt-in",
+        help="calibrate to a browser session's voice from its third recording: always, when "
+        "the page's checkbox asks (default), or never (speaker-normalised voice models)",
     )
     p.set_defaults(fn=cmd_serve)
 

@@ -105,7 +105,7 @@ class ClassifierConfig:
     )
     pretrained: str = ""  # a voice model shipped with the package (e.g. voice-cremad-tiny) instead of training one
     noise_floor_db: float = 0.0  # whisper: add white noise this many dB below the voice's RMS (e.g. 30; 0 = off) so clean and noisy recordings share one noise floor
-    listen_noise_db: float = 0.0  # whisper, inference only: white noise this many dB under the voice added to every recording the model reads (the noise<dB> view, seeded by the clip) so that a clean studio channel reads like the noisy one the head was trained on; training clips are left as recorded; 0 = off (the shipped voice-cremad-tiny-speaker: 40, benchmarks/voice_wild.py)
+    listen: str = ""  # whisper, inference only: the one altered-waveform view every recording the model reads goes through, after it is prepared and before the encoder: noise<dB> (white noise that many dB under the voice) or floor<dB> (white noise that raises a clip's floor, the 2nd percentile of its 32 ms frame RMS, to that many dB under the voice; a clip already above is left alone); seeded by the clip; training clips are left as recorded; "" = off (the shipped voice-cremad-tiny-speaker: see its card and benchmarks/voice_wild.py)
     feature_pool: int = 4  # whisper: encoder frames (20 ms) averaged per cached feature frame
     wave_augment: str = ""  # whisper, training only: extra views of each training clip, encoded from an altered waveform (comma list of speed<factor>, e.g. speed0.9 = 10 % slower and lower, noise<dB>, e.g. noise20 = white noise 20 dB under the voice, and channel<N>, N in 1..99, e.g. channel1,channel2,channel3 = three random recording channels per clip: room, noise, mic colour, band limit, DC, clipping; voice/channel.py); each batch takes one view at random; with speaker_norm each view is standardised by its own statistics per speaker; empty = off
     utterance_norm: str = ""  # whisper: each clip's feature frames centred on their own mean ("mean") or also scaled by their own std ("meanstd") inside the head, so that a recording's overall colour (microphone, room) is not an emotion cue; "" = off
@@ -329,7 +329,7 @@ pipeline.n_images pipeline.k_neighbours pipeline.window_seconds pipeline.hop_sec
 pipeline.min_speech pipeline.vad_threshold pipeline.oversample
 """
 _NONNEGATIVE_KEYS = """
-audio.fmin classifier.noise_floor_db classifier.listen_noise_db data.workers train.weight_decay train.freq_mask train.time_mask train.mixup
+audio.fmin classifier.noise_floor_db data.workers train.weight_decay train.freq_mask train.time_mask train.mixup
 train.gain_db train.crop_frames train.num_workers image.num_workers align.hidden
 align.weight_decay align.audio_hidden align.cross_weight align.prototype_weight
 align.gap_weight align.map_points gan.fd_samples gan.ema_start gan.lr_decay_from gan.k_condition pipeline.uncertain_margin
@@ -350,11 +350,11 @@ _RULES: dict[str, tuple] = {
 }
 
 
-_VIEW = re.compile(r"(speed|noise|channel)(\d+(?:\.\d+)?)")
+_VIEW = re.compile(r"(speed|noise|floor|channel)(\d+(?:\.\d+)?)")
 
 
-def wave_views(spec: str) -> list[tuple[str, float]]:
-    """``classifier.wave_augment`` as ``(kind, value)`` pairs; a bad entry raises ConfigError.
+def wave_views(spec: str, key: str = "classifier.wave_augment") -> list[tuple[str, float]]:
+    """``classifier.wave_augment`` (or ``key``) as ``(kind, value)`` pairs; a bad entry raises ConfigError.
 
     >>> wave_views("speed0.9, noise20")
     [('speed', 0.9), ('noise', 20.0)]
@@ -372,18 +372,14 @@ def wave_views(spec: str) -> list[tuple[str, float]]:
         m = _VIEW.fullmatch(part)
         if m is None:
             raise ConfigError(
-                f"classifier.wave_augment: {part!r}: expected speed<factor> (e.g. speed0.9), "
-                "noise<dB> (e.g. noise20) or channel<N> (e.g. channel1)"
+                f"{key}: {part!r}: expected speed<factor> (e.g. speed0.9), "
+                "noise<dB> (e.g. noise20), floor<dB> (e.g. floor25) or channel<N> (e.g. channel1)"
             )
         kind, value = m.group(1), float(m.group(2))
         if kind == "speed" and not 0.5 <= value <= 2.0:
-            raise ConfigError(
-                f"classifier.wave_augment: {part!r}: a speed factor must be in [0.5, 2]"
-            )
+            raise ConfigError(f"{key}: {part!r}: a speed factor must be in [0.5, 2]")
         if kind == "channel" and not (value.is_integer() and 1 <= value <= 99):
-            raise ConfigError(
-                f"classifier.wave_augment: {part!r}: a channel number must be an integer in 1..99"
-            )
+            raise ConfigError(f"{key}: {part!r}: a channel number must be an integer in 1..99")
         out.append((kind, value))
     return out
 
@@ -437,6 +433,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             "classifier.wave_augment and classifier.calibration_augment together are not "
             "supported (a calibration view re-reads the clip as recorded, not its altered view)"
+        )
+    listen = wave_views(cfg.classifier.listen, key="classifier.listen")
+    if len(listen) > 1 or any(kind not in ("noise", "floor") for kind, _ in listen):
+        raise ConfigError(
+            f"classifier.listen: {cfg.classifier.listen!r}: one view, noise<dB> (e.g. noise40) "
+            "or floor<dB> (e.g. floor25)"
         )
     return cfg
 

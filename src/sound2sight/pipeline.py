@@ -203,7 +203,7 @@ class Sound2Sight:
     def _voice_windows(self, wave: np.ndarray, name: str) -> list[np.ndarray]:
         """Whisper path: ``classifier.max_seconds`` windows (hop: half a window), each
         prepared as in training and read through the head's listening view
-        (``classifier.listen_noise_db``), at its own length."""
+        (``classifier.listen``), at its own length."""
         from sound2sight.voice.cache import listen, prepare_voice
 
         m = self.cfg.classifier.max_seconds

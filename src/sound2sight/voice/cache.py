@@ -101,6 +101,8 @@ def alter_voice(wave: np.ndarray, view: str, cfg: Config) -> np.ndarray:
         from sound2sight.voice.channel import random_channel
 
         out = random_channel(wave, int(value), sr)
+    elif kind == "floor":
+        out = raise_floor(wave, -value)
     else:
         rng = np.random.default_rng([len(wave), int(value * 10)])
         level = _rms(wave) * 10 ** (-value / 20)
@@ -108,18 +110,46 @@ def alter_voice(wave: np.ndarray, view: str, cfg: Config) -> np.ndarray:
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
+def clip_floor_db(wave: np.ndarray) -> float | None:
+    """A clip's noise floor: the 2nd percentile of its 32 ms frame RMS (at 16 kHz), in dB
+    under the clip's RMS; ``None`` for a silent or shorter clip.
+
+    >>> quiet, voice = 0.001 * np.sin(np.arange(5120)), 0.1 * np.sin(np.arange(16000) / 5)
+    >>> round(clip_floor_db(np.r_[quiet, voice].astype(np.float32)))  # the clip's RMS: 0.062
+    -39
+    """
+    w = wave - wave.mean()
+    n = len(w) // 512
+    if n == 0 or not np.any(w):
+        return None
+    frames = np.sqrt(np.mean(w[: n * 512].reshape(n, 512) ** 2, axis=1))
+    rms = float(np.sqrt(np.mean(w**2)))
+    return 20 * np.log10(max(float(np.quantile(frames, 0.02)), 1e-9) / rms)
+
+
+def raise_floor(wave: np.ndarray, target_db: float) -> np.ndarray:
+    """``wave`` with white noise added so that its floor (:func:`clip_floor_db`) reaches
+    ``target_db``; unchanged when it is already there.  Seeded by the clip's length."""
+    floor = clip_floor_db(wave)
+    if floor is None or floor >= target_db:
+        return wave
+    rms = float(np.sqrt(np.mean((wave - wave.mean()) ** 2)))
+    level = rms * np.sqrt(10 ** (target_db / 10) - 10 ** (floor / 10))
+    rng = np.random.default_rng(len(wave))
+    return np.clip(wave + level * rng.standard_normal(len(wave)), -1, 1).astype(np.float32)
+
+
 def listening_view(cfg: Config) -> str:
     """The :func:`alter_voice` view every recording is read through at inference
-    (``classifier.listen_noise_db``), or ``""``; training clips are never altered by it.
+    (``classifier.listen``), or ``""``; training clips are never altered by it.
 
     >>> from sound2sight.config import Config
     >>> c = Config(); listening_view(c)
     ''
-    >>> c.classifier.listen_noise_db = 40.0; listening_view(c)
-    'noise40'
+    >>> c.classifier.listen = " floor25 "; listening_view(c)
+    'floor25'
     """
-    db = float(cfg.classifier.listen_noise_db)
-    return f"noise{db:g}" if db > 0 else ""
+    return str(cfg.classifier.listen).strip()
 
 
 def listen(wave: np.ndarray, cfg: Config) -> np.ndarray:

@@ -52,6 +52,7 @@ from sound2sight.config import (
     config_from_dict,
     config_to_dict,
     load_config,
+    validate,
     voice_sections,
 )
 from sound2sight.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
@@ -329,15 +330,16 @@ def _card_scores(head, cfg: Config, ok, x, test_sel, *, skip_calibrated_crema: b
     return scores
 
 
-def set_listening(name: str, noise_db: float, data_root: str | Path) -> dict:
-    """Make the shipped head ``name`` read every recording through white noise ``noise_db``
-    under the voice (``classifier.listen_noise_db``; 0: as recorded) and re-score its card
-    that way on the actors and corpora it already names.  The trained weights are kept."""
+def set_listening(name: str, view: str, data_root: str | Path) -> dict:
+    """Make the shipped head ``name`` read every recording through ``view``
+    (``classifier.listen``, e.g. ``noise40`` or ``floor25``; ``""``: as recorded) and re-score
+    its card that way on the actors and corpora it already names.  The weights are kept."""
     from sound2sight.datasets import load_audio_corpus
     from sound2sight.voice.cache import listening_view, load_voice_features
 
     head, cfg, card = load_shipped(name)
-    cfg.classifier.listen_noise_db = float(noise_db)
+    cfg.classifier.listen = view
+    validate(cfg)
     test = set(card["data"]["speakers"]["test"])
     items = [
         it
@@ -348,14 +350,15 @@ def set_listening(name: str, noise_db: float, data_root: str | Path) -> dict:
         raise ValueError(f"{data_root}: none of the card's held-out CREMA-D actors found")
     ok, x = load_voice_features(items, cfg, view=listening_view(cfg))
     test_sel = np.array([it.speaker in test for it in ok])
-    card["config"]["classifier"]["listen_noise_db"] = float(noise_db)
+    card["config"]["classifier"].pop("listen_noise_db", None)
+    card["config"]["classifier"]["listen"] = view
     card["metrics"] = {
         k: {f: v.get(f) for f in ("accuracy", "macro_f1", "n", "recall")}
         for k, v in _card_scores(head, cfg, ok, x, test_sel, skip_calibrated_crema=False).items()
     }
     card["listening"] = {
         "command": f"python -m sound2sight.voice.pretrained --data {data_root} "
-        f"--listen-noise-db {noise_db:g} {name}",
+        f"--listen '{view}' {name}",
         "metrics": "re-scored through the listening view; the weights are the card's own",
     }
     atomic_write_json(_folder(name) / "model.json", card)
@@ -435,16 +438,17 @@ def main(argv: list[str] | None = None) -> int:
         help="only add the calibration prior to the shipped speaker-normalised head NAME",
     )
     ap.add_argument(
-        "--listen-noise-db",
+        "--listen",
         nargs=2,
-        metavar=("DB", "NAME"),
-        help="only set the shipped head NAME's classifier.listen_noise_db to DB and re-score its card",
+        metavar=("VIEW", "NAME"),
+        help="only set the shipped head NAME's classifier.listen to VIEW (e.g. floor25, noise40, "
+        "'' as recorded) and re-score its card",
     )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.listen_noise_db:
-        db, name = args.listen_noise_db
-        card = set_listening(name, float(db), args.data)
+    if args.listen:
+        view, name = args.listen
+        card = set_listening(name, view, args.data)
         for key, m in card["metrics"].items():
             print(f"{key:28s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}")
         return 0

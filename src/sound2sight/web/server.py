@@ -15,8 +15,8 @@ Routes
     provenance, timings; images are ``data:image/png;base64,...`` URLs.  With a
     ``session``, the recording's voice features join that session and, from the
     ``Limits.calibrate_from``-th recording on, the answer is calibrated to the speaker
-    (always with ``Limits.calibration="auto"``, the default; when asked with
-    ``calibrate=true`` with ``"opt-in"``); ``"calibration"`` in the answer says what was done.
+    (when asked with ``calibrate=true`` with ``Limits.calibration="opt-in"``, the default;
+    always with ``"auto"``); ``"calibration"`` in the answer says what was done.
 ``POST /api/session``, ``DELETE /api/session/<id>``
     A new random session id (and how calibration works here); forget a session's voice.
     Sessions live in server memory only (:mod:`sound2sight.web.sessions`), never on disk,
@@ -81,11 +81,12 @@ class Limits:
     workers: int = 1  # pipeline calls at once (threads of the model pool); 1 = serialised
     max_in_flight: int = 32  # paint requests accepted at once (queued + running); more: 503
     request_timeout: float = 30.0  # seconds a client may stall mid-body: then 400
-    # speaker calibration of a browser session: "auto" (from the calibrate_from-th recording
-    # on), "opt-in" (when the page's checkbox asks) or "off".  Auto because it was measured to
-    # help on average and to cost at most 0.013 even when every recording has one emotion
-    # (benchmarks/voice_wild.py, BENCHMARKS.md › Voices in the wild)
-    calibration: str = "auto"
+    # speaker calibration of a browser session: "opt-in" (when the page's checkbox asks, from
+    # the calibrate_from-th recording on), "auto" (always) or "off".  Opt-in because, with the
+    # shipped head listening through floor25, three recordings of one emotion (the page's way)
+    # cost TESS 0.033 against one recording, past the 0.02; on average it helps
+    # (benchmarks/voice_wild.py, BENCHMARKS.md › "The shipped speaker head listens")
+    calibration: str = "opt-in"
     calibrate_from: int = 3  # recordings of a session (this one included) before calibrating
     session_minutes: float = 30.0  # a session's voice is forgotten after this long idle
 

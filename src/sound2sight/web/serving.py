@@ -81,7 +81,7 @@ def make_server(
     workers: int = 1,
     max_in_flight: int = 32,
     request_timeout: float = 30.0,
-    calibration: str = "auto",
+    calibration: str = "opt-in",
 ) -> PaintServer:
     """Build (not start) the server; run it with ``serve_forever()``.
 
@@ -105,7 +105,7 @@ def make_server(
         Seconds a client may stall mid-body before it gets 400.
     calibration : "auto" | "opt-in" | "off"
         Speaker calibration of a browser session (a speaker-normalised voice model only):
-        always from the third recording, when the page's checkbox asks, or never.
+        always from the third recording, when the page's checkbox asks (the default), or never.
     """
     limits = Limits(
         max_upload_bytes=int(max_upload_bytes),
