@@ -361,3 +361,35 @@ def test_channel_config_entries():
         overrides=["classifier.wave_augment=channel1", "classifier.speaker_norm=true"]
     )
     assert cfg.classifier.speaker_norm  # views and speaker statistics combine (per view)
+
+
+@pytest.mark.realdata
+def test_the_shipped_listening_floor_is_its_training_actors_10th_percentile(shared_data):
+    """``floor25`` in the shipped speaker head's card: about one in ten of its CREMA-D training
+    actors' prepared clips has a floor under 25 dB below the voice (benchmarks/voice_floors.py),
+    and a studio corpus has far more."""
+    from sound2sight.datasets import load_audio_corpus
+    from sound2sight.voice.audio import load_audio
+    from sound2sight.voice.cache import clip_floor_db, prepare_voice
+    from sound2sight.voice.pretrained import load_shipped
+
+    _, cfg, card = load_shipped("voice-cremad-tiny-speaker")
+    assert cfg.classifier.listen == "floor25"
+    train = set(card["data"]["speakers"]["train"])
+    items = load_audio_corpus(shared_data / "audio").items
+    rng = np.random.default_rng(0)
+
+    def floors(its):
+        picked = [its[i] for i in rng.permutation(len(its))[:150]]
+        return np.array(
+            [
+                clip_floor_db(prepare_voice(load_audio(it.path, sample_rate=SR), cfg))
+                for it in picked
+            ]
+        )
+
+    crema = floors([it for it in items if it.speaker in train and it.label])
+    assert 0.05 <= np.mean(crema < -25) <= 0.17
+    assert np.percentile(crema, 10) == pytest.approx(-25.3, abs=1.5)
+    savee = floors([it for it in items if it.corpus == "SAVEE"])
+    assert np.mean(savee < -25) > 0.8
