@@ -30,7 +30,8 @@ normalisation (``voice-cremad-tiny``):
   speaker, next to the one-recording score on the very same clips (``delta``).
 
 Every clip is read as each model listens (``classifier.listen``: the shipped speaker
-head hears white noise 40 dB under the voice, ``voice-cremad-tiny`` the clip as recorded);
+head hears each clip with its noise floor raised to 25 dB under the voice where it is lower,
+``floor25``; ``voice-cremad-tiny`` hears the clip as recorded);
 ``--view`` reads both heads' clips through one view instead (``''``: as recorded).
 
 Writes ``benchmarks/results/voice_wild.json``: a top-level ``"summary"`` (the refused share of
