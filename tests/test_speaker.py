@@ -228,6 +228,9 @@ def test_the_shipped_speaker_model_listens_through_its_view(tiny_run):
     head, cfg, card = load_shipped("voice-cremad-tiny-speaker")
     assert cfg.classifier.listen in ("noise40", "floor25")
     assert f"--listen '{cfg.classifier.listen}'" in card["listening"]["command"]
+    from sound2sight.voice.pretrained import provenance_line
+
+    assert provenance_line(card).endswith(f"hears each recording through {cfg.classifier.listen}")
     pipe = Sound2Sight.from_run(tiny_run)
     pipe.classifier, pipe.cfg.classifier = head, cfg.classifier
     clip = next(p for p in EXAMPLE_VOICES if p.name == "1031_IEO_ANG_HI.mp3")  # floor -31 dB

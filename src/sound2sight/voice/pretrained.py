@@ -126,13 +126,16 @@ def load_folder(folder: str | Path):
 
 
 def provenance_line(card: dict) -> str:
-    """One line for people: what the voice model is and what it learned from."""
-    d = card["data"]
-    n = int(card["config"]["classifier"].get("ensemble", 1))
+    """One line for people: what the voice model is, what it learned from, and the view it
+    hears recordings through (``classifier.listen``), if any."""
+    d, c = card["data"], card["config"]["classifier"]
+    n = int(c.get("ensemble", 1))
     heads = "head" if n == 1 else f"{n} heads"
+    view = str(c.get("listen", "")).strip()
     return (
-        f"Whisper {card['config']['classifier']['encoder']} + {heads} pretrained on "
+        f"Whisper {c['encoder']} + {heads} pretrained on "
         f"{d['corpus']} ({d['train_speakers'] + d['val_speakers']} actors, {d['train_clips']} clips)"
+        + (f"; hears each recording through {view}" if view else "")
     )
 
 
