@@ -251,7 +251,6 @@ def build_shipped(
         run = Path(tmp) / "run"
         metrics = train_classifier(cfg, run, items=c_items, mels=x[crema], resume=False)
         head, _ = load_classifier(run / "classifier" / "best.pt")
-    scores = {"CREMA-D held-out actors": metrics["test"]}
     test_sel = np.zeros(len(ok), bool)
     test_sel[np.flatnonzero(crema)[[it.split == "test" for it in c_items]]] = True
     view = listening_view(cfg)
@@ -259,7 +258,7 @@ def build_shipped(
         ok_v, x = load_voice_features(ok, cfg, view=view)
         if [it.path for it in ok_v] != [it.path for it in ok]:
             raise RuntimeError(f"{view}: some clips failed through the listening view")
-    scores |= _card_scores(head, cfg, ok, x, test_sel, skip_calibrated_crema=not view)
+    scores = _card_scores(head, cfg, ok, x, test_sel)
     spk = {
         s: sorted({it.speaker for it in c_items if it.split == s}) for s in ("train", "val", "test")
     }
@@ -279,15 +278,7 @@ def build_shipped(
             "speakers": spk,
         },
         "calibration": metrics["calibration"],
-        "metrics": {
-            k: {
-                "accuracy": v["accuracy"],
-                "macro_f1": v["macro_f1"],
-                "n": v.get("n"),
-                "recall": v.get("recall"),
-            }
-            for k, v in scores.items()
-        },
+        "metrics": scores,
         "command": f"python -m sound2sight.voice.pretrained --data {data_root} --seed {seed}"
         + ("" if out_dir.name == "voice-cremad-tiny" else f" --out {out_dir}")
         + "".join(f" --set {o}" for o in extra),
@@ -298,10 +289,11 @@ def build_shipped(
     return card
 
 
-def _card_scores(head, cfg: Config, ok, x, test_sel, *, skip_calibrated_crema: bool) -> dict:
-    """A card's accuracy on the held-out CREMA-D actors (``test_sel``) and on the corpora it
-    never saw: each speaker standardised by its own clips (speaker-normalised heads), and by
-    the training frames' statistics (", uncalibrated")."""
+def _card_scores(head, cfg: Config, ok, x, test_sel) -> dict:
+    """A card's ``metrics``: accuracy, macro-F1, clips and recall on the held-out CREMA-D
+    actors (``test_sel``) and on the corpora it never saw; each speaker standardised by its own
+    clips (speaker-normalised heads), and by the training frames' statistics
+    (", uncalibrated")."""
     from sound2sight.metrics import classification_report
     from sound2sight.voice.train import predict
 
@@ -326,10 +318,9 @@ def _card_scores(head, cfg: Config, ok, x, test_sel, *, skip_calibrated_crema: b
                 ", uncalibrated": standardise(x[sel], pop),  # ... or the training frames'
             }
         for suffix, xs in variants.items():
-            if name.startswith("CREMA-D") and not suffix and skip_calibrated_crema:
-                continue  # scored by train_classifier, the same way
             probs, _ = predict(head, xs)
-            scores[name + suffix] = classification_report(y, probs.argmax(1), labels=EMOTIONS)
+            r = classification_report(y, probs.argmax(1), labels=EMOTIONS)
+            scores[name + suffix] = {k: r.get(k) for k in ("accuracy", "macro_f1", "n", "recall")}
     return scores
 
 
@@ -353,12 +344,8 @@ def set_listening(name: str, view: str, data_root: str | Path) -> dict:
         raise ValueError(f"{data_root}: none of the card's held-out CREMA-D actors found")
     ok, x = load_voice_features(items, cfg, view=listening_view(cfg))
     test_sel = np.array([it.speaker in test for it in ok])
-    card["config"]["classifier"].pop("listen_noise_db", None)
     card["config"]["classifier"]["listen"] = view
-    card["metrics"] = {
-        k: {f: v.get(f) for f in ("accuracy", "macro_f1", "n", "recall")}
-        for k, v in _card_scores(head, cfg, ok, x, test_sel, skip_calibrated_crema=False).items()
-    }
+    card["metrics"] = _card_scores(head, cfg, ok, x, test_sel)
     card["listening"] = {
         "command": f"python -m sound2sight.voice.pretrained --data {data_root} "
         f"--listen '{view}' {name}",
